@@ -5,7 +5,8 @@ would dominate a streaming converter. The formats are small and stable:
 - a record is `uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)`;
 - an Example is `Features{ map<string, Feature> }` with BytesList / Int64List values.
 Features are serialised in sorted key order, so output is byte-for-byte reproducible and equal
-to TensorFlow's `SerializeToString(deterministic=True)` (checked in the tests).
+to TensorFlow's `SerializeToString(deterministic=True)` (checked in the tests; protobuf's upb
+backend orders a key after the longer keys it prefixes, and no build-utk key prefixes another).
 """
 
 from __future__ import annotations
@@ -58,26 +59,30 @@ def read_records(path) -> Iterable[bytes]:
             yield data
 
 
+_SMALL = [bytes([i]) for i in range(128)]  # one-byte varints: tags, lengths < 128, small labels
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _SMALL[value]
     if value < 0:
         value += 1 << 64  # int64 two's complement, as protobuf encodes negative int64
     out = bytearray()
-    while True:
-        byte = value & 0x7F
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
         value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    out.append(value)
+    return bytes(out)
 
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return b"".join((_varint(number << 3 | 2), _varint(len(payload)), payload))
 
 
 def _feature(value) -> bytes:
+    if isinstance(value, int):
+        return _field(3, _field(1, _varint(value)))  # Feature.int64_list, packed
     if isinstance(value, (bytes, bytearray, str)):
         value = [value]
     values = list(value)
@@ -91,14 +96,18 @@ def _feature(value) -> bytes:
     return _field(3, _field(1, packed) if values else b"")  # Feature.int64_list, packed
 
 
+_KEYS: dict[str, bytes] = {}  # feature name -> its encoded map key field, computed once per name
+
+
 def encode_example(features: Mapping[str, object]) -> bytes:
     """Serialise a tf.train.Example. Values: bytes/str (or lists of them), ints, floats (or lists)."""
-    entries = b"".join(
-        _field(1, _field(1, key.encode()) + _field(2, _feature(features[key] if not isinstance(features[key], int)
-                                                                 else [features[key]])))
-        for key in sorted(features)
-    )
-    return _field(1, entries)
+    entries = []
+    for key in sorted(features):
+        name = _KEYS.get(key)
+        if name is None:
+            name = _KEYS[key] = _field(1, key.encode())
+        entries.append(_field(1, name + _field(2, _feature(features[key]))))
+    return _field(1, b"".join(entries))
 
 
 def parse_example(data: bytes) -> dict[str, list]:

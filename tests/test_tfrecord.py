@@ -8,7 +8,8 @@ from datakit import tfrecord
 def test_example_bytes_equal_tensorflow_deterministic_serialization():
     tf = pytest.importorskip("tensorflow")
     feats = {"image/encoded": b"\xff\xd8\x00jpeg", "image/height": 200, "neg": [-5, 7], "text": "white_male",
-             "f": [1.5, -2.0], "empty": []}
+             "f": [1.5, -2.0], "empty": [], "big": 2 ** 40, "m1": -1, "min": [-2 ** 63, 127, 128, 16384],
+             "long": b"y" * 20000, "names": [b"a", "b" * 200]}
     proto = tf.train.Example(features=tf.train.Features(feature={
         "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\xff\xd8\x00jpeg"])),
         "image/height": tf.train.Feature(int64_list=tf.train.Int64List(value=[200])),
@@ -16,6 +17,11 @@ def test_example_bytes_equal_tensorflow_deterministic_serialization():
         "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"white_male"])),
         "f": tf.train.Feature(float_list=tf.train.FloatList(value=[1.5, -2.0])),
         "empty": tf.train.Feature(int64_list=tf.train.Int64List(value=[])),
+        "big": tf.train.Feature(int64_list=tf.train.Int64List(value=[2 ** 40])),
+        "m1": tf.train.Feature(int64_list=tf.train.Int64List(value=[-1])),
+        "min": tf.train.Feature(int64_list=tf.train.Int64List(value=[-2 ** 63, 127, 128, 16384])),
+        "long": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"y" * 20000])),
+        "names": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a", b"b" * 200])),
     }))
     assert tfrecord.encode_example(feats) == proto.SerializeToString(deterministic=True)
     back = tfrecord.parse_example(tfrecord.encode_example(feats))

@@ -180,6 +180,46 @@ def test_odd_images_are_converted(tmp_path):
             decode(data, 64)
 
 
+def test_plain_jpeg_fast_path_agrees_with_pillow():
+    """The marker parser sends exactly the files Pillow calls 8-bit RGB JPEG of S x S (ending in EOI)
+    to OpenCV, and OpenCV's pixels there equal Pillow's."""
+    from datakit import synthetic
+    from datakit.utk.images import decode, plain_jpeg
+
+    rng = np.random.default_rng(3)
+    rgb = synthetic.draw_face(1, 3, rng, 48)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: ignored by both decoders
+    variants = {
+        "baseline": synthetic.jpeg_bytes(rgb),
+        "opencv": synthetic._encode(rgb),
+        "progressive": synthetic.jpeg_bytes(rgb, progressive=True),
+        "444": synthetic.jpeg_bytes(rgb, subsampling=0),
+        "exif+comment+icc": synthetic.jpeg_bytes(rgb, exif=exif, comment=b"x" * 300, icc_profile=b"\0" * 600),
+        "restart markers": synthetic.jpeg_bytes(rgb, restart_marker_blocks=1),
+        "adobe rgb": synthetic.jpeg_bytes(rgb, keep_rgb=True),
+        "trailing zeros": synthetic.jpeg_bytes(rgb) + b"\0" * 64,
+        "grayscale": synthetic.jpeg_bytes(rgb[..., 1]),
+        "cmyk": (lambda b: (Image.fromarray(rgb).convert("CMYK").save(b, format="JPEG"), b.getvalue())[1])(
+            io.BytesIO()),
+        "other size": synthetic.jpeg_bytes(rgb[:40]),
+        "png": (lambda b: (Image.fromarray(rgb).save(b, format="PNG"), b.getvalue())[1])(io.BytesIO()),
+        "truncated": synthetic.jpeg_bytes(rgb)[:-200],
+        "garbage": b"\xff\xd8" + bytes(rng.integers(0, 256, 500, dtype=np.uint8)) + b"\xff\xd9",
+    }
+    for kind, data in variants.items():
+        try:
+            im = Image.open(io.BytesIO(data))
+            pillow_plain = im.format == "JPEG" and im.mode == "RGB" and im.size == (48, 48)
+        except Exception:
+            pillow_plain = False
+        ends = data.rstrip(b"\0")[-2:] == b"\xff\xd9"
+        assert plain_jpeg(data, 48) == (pillow_plain and ends), kind
+        if plain_jpeg(data, 48):
+            pixels, kept = decode(data, 48)
+            assert kept is data and np.array_equal(pixels, _pil_rgb(data)), kind
+
+
 def test_resize_path(utk_src, tmp_path):
     src, _ = utk_src
     manifest = utk.build(src, tmp_path / "b", per_class=4, size=32, formats=["hdf5", "tfrecord"], seed=1)

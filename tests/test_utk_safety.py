@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,34 @@ def test_reproducible_whatever_the_workers(utk_src, tmp_path):
     assert a["files"] == b["files"]
     utk.build(src, tmp_path / "c", per_class=6, size=48, seed=6, workers=2)
     assert _tfrecords(tmp_path / "a") != _tfrecords(tmp_path / "c")
+
+
+def test_fork_and_fork_server_workers_agree(utk_src, tmp_path):
+    """Workers are forked in a process without other threads and come from a fork server
+    otherwise (TensorFlow's threads make fork unsafe); both give the same build."""
+    import importlib
+    import threading
+
+    build_module = importlib.import_module("datakit.utk.build")  # the module, not utk.build
+    src, _ = utk_src
+    script = ("import importlib, sys; b = importlib.import_module('datakit.utk.build'); print(b.start_method()); "
+              "b.build(sys.argv[1], sys.argv[2], per_class=6, size=48, seed=5, workers=2)")
+    run = subprocess.run([sys.executable, "-c", script, str(src), str(tmp_path / "fork")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["fork"]
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert build_module.start_method() == "forkserver"
+        served = utk.build(src, tmp_path / "served", per_class=6, size=48, seed=5, workers=2)
+    finally:
+        stop.set()
+        other.join()
+    forked = (tmp_path / "fork" / "manifest.json").read_text()
+    assert _tfrecords(tmp_path / "fork") == _tfrecords(tmp_path / "served")
+    assert json.loads(forked)["files"] == served["files"]
 
 
 def test_short_class_fails_before_writing(utk_src, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import multiprocessing
+import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -44,19 +45,24 @@ def build(src, out, per_class: int = 700, races=DEFAULT_RACES, size: int = 200, 
         raise DatakitError(f"--size {size}: too small (at least 8 pixels)")
     workers = max(1, workers or os.cpu_count() or 1)
     _check_out(src, out, overwrite)
-    found = scan(src, workers=workers, progress=progress)
-    plan = select(found, per_class=per_class, races=races, val_fraction=val_fraction,
-                  test_fraction=test_fraction, seed=seed, allow_short=allow_short)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("datakit build-utk output folder; complete only when manifest.json exists\n")
-    tmp = out / PARTIAL
-    remove(tmp)
-    tmp.mkdir()
+    pool = _pool(workers)  # the worker processes start while this one scans
     try:
-        written = _write(plan, src, tmp, size, formats, workers, allow_short, progress, hdf5_shard_bytes)
-    except BaseException:
+        found = scan(src, workers=1, progress=progress, executor=pool)
+        plan = select(found, per_class=per_class, races=races, val_fraction=val_fraction,
+                      test_fraction=test_fraction, seed=seed, allow_short=allow_short)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("datakit build-utk output folder; complete only when manifest.json exists\n")
+        tmp = out / PARTIAL
         remove(tmp)
-        raise
+        tmp.mkdir()
+        try:
+            written = _write(plan, src, tmp, size, formats, pool, workers, allow_short, progress, hdf5_shard_bytes)
+        except BaseException:
+            remove(tmp)
+            raise
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     manifest = {
         "datakit": {"version": __version__, "command": "build-utk"},
         "source": str(src.resolve()),
@@ -133,14 +139,30 @@ class _Now:
         return self._value
 
 
+def start_method() -> str:
+    """How worker processes start: "fork" when this process runs no other thread (instant: the
+    modules are already imported), else "forkserver" (TensorFlow, say, has started threads,
+    which make fork unsafe): a server process imports the worker modules once and forks them."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return "forkserver"
+
+
 def _pool(workers: int):
-    """Worker processes started through a fork server (safe even when the caller has imported
-    TensorFlow, whose threads make a plain fork unsafe); None for one worker."""
+    """Worker processes (None for one worker), started at once so that they are ready when the
+    scan starts; a fork server is asked for them on a thread, as it first imports its modules."""
     if workers <= 1:
         return None
-    ctx = multiprocessing.get_context("forkserver")
+    method = start_method()
+    ctx = multiprocessing.get_context(method)
+    if method == "fork":
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        pool.submit(int)  # forks every worker now, before the pool's own thread starts
+        return pool
     ctx.set_forkserver_preload(["datakit.utk.emit"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    threading.Thread(target=lambda: [pool.submit(int) for _ in range(workers)], daemon=True).start()
+    return pool
 
 
 def _in_order(submit, chunks, window: int):
@@ -156,7 +178,7 @@ def _in_order(submit, chunks, window: int):
         yield chunk, future.result()
 
 
-def _write(plan: Plan, src: Path, root: Path, size: int, formats, workers: int, allow_short: bool,
+def _write(plan: Plan, src: Path, root: Path, size: int, formats, pool, workers: int, allow_short: bool,
            progress, hdf5_shard_bytes: int) -> dict:
     counts = {split: {name: 0 for name in plan.classes} for split in plan.splits}
     outputs: dict = {fmt: {} for fmt in formats}
@@ -169,7 +191,6 @@ def _write(plan: Plan, src: Path, root: Path, size: int, formats, workers: int, 
             for name in plan.classes:
                 (root / "folders" / split / name).mkdir(parents=True, exist_ok=True)
     bar = progress(desc="build", total=sum(len(v) for v in plan.slots.values()), unit="img")
-    pool = _pool(workers)
     submit = (lambda fn, *a: pool.submit(fn, *a)) if pool else _Now
     h5_hashes: dict = {}  # rel -> future: hashing overlaps the next split's work
     try:
@@ -225,8 +246,6 @@ def _write(plan: Plan, src: Path, root: Path, size: int, formats, workers: int, 
                 h5_hashes.update({rel: submit(sha256_file, root / rel) for rel in h5w.paths})
         files.update({rel: future.result() for rel, future in h5_hashes.items()})
     finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
         bar.close()
     if "tfrecord" in formats:
         rel, digest = write_features_json(root)

@@ -69,7 +69,8 @@ def _write_file(path: str, data: bytes) -> None:
 def load(src: str | Path, record: Record, size: int):
     """(pixels, jpeg, None) or (None, None, reason) for one candidate picture."""
     try:
-        data = Path(src, record.name).read_bytes()
+        with open(os.path.join(src, record.name), "rb", buffering=0) as f:
+            data = f.readall()
     except OSError as exc:
         return None, None, f"cannot read: {exc.strerror or exc}"
     try:

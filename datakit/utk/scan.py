@@ -36,13 +36,23 @@ class Scan:
     duplicates: dict = field(default_factory=lambda: {"identical": [], "conflicting": []})
 
 
-def _digest(path: Path) -> tuple[int, str]:
-    data = path.read_bytes()
-    return len(data), hashlib.blake2b(data, digest_size=16).hexdigest()
+_BATCH = 256  # files per thread task
 
 
-def scan(src: str | os.PathLike, workers: int | None = None, progress=null_progress) -> Scan:
-    """Parse and hash every file of `src` (flat folder); see the module doc."""
+def _digests(src: str, names: list[str]) -> list[tuple[int, str]]:
+    out = []
+    for name in names:
+        with open(os.path.join(src, name), "rb", buffering=0) as f:
+            data = f.readall()
+        out.append((len(data), hashlib.blake2b(data, digest_size=16).hexdigest()))
+    return out
+
+
+def scan(src: str | os.PathLike, workers: int | None = None, progress=null_progress, executor=None) -> Scan:
+    """Parse and hash every file of `src` (flat folder); see the module doc.
+
+    Files are read and hashed on `executor` (build passes its worker processes) or, by default,
+    on `workers` threads."""
     src = Path(src)
     if not src.is_dir():
         raise DatakitError(f"{src}: not a folder")
@@ -62,13 +72,24 @@ def scan(src: str | os.PathLike, workers: int | None = None, progress=null_progr
                 result.skipped.append({"file": entry.name, "reason": f"bad name: {exc}"})
     bar = progress(desc="scan", total=len(named), unit="file")
     hashed: list[Record] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1)) as pool:
-        for (name, labels), (nbytes, digest) in zip(named, pool.map(lambda n: _digest(src / n[0]), named)):
-            bar.update(1)
-            if nbytes == 0:
-                result.skipped.append({"file": name, "reason": "empty file"})
-            else:
-                hashed.append(Record(name, labels, nbytes, digest))
+    # Files go in batches: one task per file costs more than the hashing (measured: 1.1 s vs
+    # 0.2 s for 7,000 files on threads).
+    batches = [named[i:i + _BATCH] for i in range(0, len(named), _BATCH)]
+    own = executor is None
+    if own:
+        executor = ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1))
+    try:
+        sizes = executor.map(_digests, [str(src)] * len(batches), [[n for n, _ in b] for b in batches])
+        for batch, batch_sizes in zip(batches, sizes):
+            bar.update(len(batch))
+            for (name, labels), (nbytes, digest) in zip(batch, batch_sizes):
+                if nbytes == 0:
+                    result.skipped.append({"file": name, "reason": "empty file"})
+                else:
+                    hashed.append(Record(name, labels, nbytes, digest))
+    finally:
+        if own:
+            executor.shutdown()
     bar.close()
     result.records = _dedupe(hashed, result)
     result.skipped.sort(key=lambda s: s["file"])
