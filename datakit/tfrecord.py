@@ -97,17 +97,33 @@ def _feature(value) -> bytes:
 
 
 _KEYS: dict[str, bytes] = {}  # feature name -> its encoded map key field, computed once per name
+_SMALL_INTS: dict[tuple[str, int], bytes] = {}  # (name, small int) -> whole map entry: sizes, labels, ages repeat
+
+
+def _entry(key: str, value) -> bytes:
+    """One `map<string, Feature>` entry."""
+    name = _KEYS.get(key)
+    if name is None:
+        name = _KEYS[key] = _field(1, key.encode())
+    if type(value) is int and 0 <= value < 1024:
+        cached = _SMALL_INTS.get((key, value))
+        if cached is None:
+            cached = _SMALL_INTS[(key, value)] = _field(1, name + _field(2, _feature(value)))
+        return cached
+    if isinstance(value, str):
+        value = value.encode()
+    if isinstance(value, bytes):  # one bytes value (e.g. the JPEG): headers first, payload copied once
+        n1 = len(value)
+        n2 = 1 + len(_varint(n1)) + n1  # BytesList{value}
+        n3 = 1 + len(_varint(n2)) + n2  # Feature{bytes_list}
+        return b"".join((b"\x0a", _varint(len(name) + 1 + len(_varint(n3)) + n3), name, b"\x12", _varint(n3),
+                         b"\x0a", _varint(n2), b"\x0a", _varint(n1), value))
+    return _field(1, name + _field(2, _feature(value)))
 
 
 def encode_example(features: Mapping[str, object]) -> bytes:
     """Serialise a tf.train.Example. Values: bytes/str (or lists of them), ints, floats (or lists)."""
-    entries = []
-    for key in sorted(features):
-        name = _KEYS.get(key)
-        if name is None:
-            name = _KEYS[key] = _field(1, key.encode())
-        entries.append(_field(1, name + _field(2, _feature(features[key]))))
-    return _field(1, b"".join(entries))
+    return _field(1, b"".join([_entry(key, features[key]) for key in sorted(features)]))
 
 
 def parse_example(data: bytes) -> dict[str, list]:
