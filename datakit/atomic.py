@@ -6,6 +6,7 @@ import hashlib
 import mmap
 import os
 import shutil
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,16 +51,18 @@ def remove(path: str | os.PathLike) -> None:
         path.unlink()
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hashed through a memory map where the file allows one: no copy, ~15% faster on 760 MB."""
+def sha256_file(path: str | os.PathLike, window: int = 32 << 20) -> str:
+    """Hashed through memory-mapped windows: no copy (~15% faster on 760 MB than read()), and at
+    most one window of the file resident in this process at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        try:
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                h.update(mapped)
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):  # a pipe or device: no size to map
+            while block := f.read(window):
+                h.update(block)
             return h.hexdigest()
-        except (ValueError, OSError):  # empty, or not a regular file
-            pass
-        while block := f.read(chunk):
-            h.update(block)
+        size = info.st_size
+        for offset in range(0, size, window):
+            with mmap.mmap(f.fileno(), min(window, size - offset), offset=offset, access=mmap.ACCESS_READ) as part:
+                h.update(part)
     return h.hexdigest()
