@@ -12,7 +12,8 @@ prints wall time and the peak resident memory of the largest process (worker pro
 included) for both, and their ratios; `--scale` repeats the comparison at smaller per-class
 counts to show how memory grows with the data set.
 
-    python benchmarks/bench_build_utk.py [--per-class 700] [--repeats 2] [--scale 350,700] [--json]
+    python benchmarks/bench_build_utk.py [--per-class 700] [--repeats 2] [--scale 350,700] [--work DIR]
+        [--quiet-s 420] [--json]
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def settle(outs: Path) -> None:
+def settle(work: Path) -> None:
     """Before each run: delete the earlier runs' large files and write back dirty pages.
 
     Why: on this VM, memory the guest has never used costs ~15 us per 4 KiB page on first touch
@@ -127,7 +128,7 @@ def settle(outs: Path) -> None:
     freeing the earlier outputs lets every run, of either tool, write into recycled memory.
     The small class-folder files are kept (see `quiet`). `sync` keeps one run's write-back out
     of the next."""
-    for path in outs.rglob("*"):
+    for path in (p for outs in work.glob("outputs-*") for p in outs.rglob("*")):
         if path.is_file() and path.stat().st_size >= 1 << 20:
             path.unlink()
     os.sync()
@@ -174,21 +175,18 @@ def compare(work: Path, per_class: int, repeats: int, size: int, quiet_s: float)
     warm(src)
     runs = {"classic": [], "datakit": []}
     wrote = {}
-    outs = Path(tempfile.mkdtemp(dir=work, prefix="outputs-"))
-    try:
-        probe_us = quiet(outs, quiet_s)
-        for i in range(repeats):
-            classic = [sys.executable, "-c", CLASSIC, str(src), str(outs / f"data-{i}.pkl"), str(per_class),
-                       str(size)]
-            datakit = [sys.executable, "-m", "datakit_cli.main", "build-utk", str(src), str(outs / f"build-{i}"),
-                       "--per-class", str(per_class), "--races", "0,1,2,3,4", "--size", str(size), "--json"]
-            for name, cmd, dest in (("classic", classic, outs / f"data-{i}.pkl"),
-                                    ("datakit", datakit, outs / f"build-{i}")):
-                settle(outs)
-                runs[name].append(run_measured(cmd))
-                wrote[name] = sum(p.stat().st_size for p in [dest, *dest.rglob("*")] if p.is_file())
-    finally:
-        remove(outs)
+    outs = Path(tempfile.mkdtemp(dir=work, prefix="outputs-"))  # removed by main, after every comparison
+    probe_us = quiet(outs, quiet_s)
+    for i in range(repeats):
+        classic = [sys.executable, "-c", CLASSIC, str(src), str(outs / f"data-{i}.pkl"), str(per_class),
+                   str(size)]
+        datakit = [sys.executable, "-m", "datakit_cli.main", "build-utk", str(src), str(outs / f"build-{i}"),
+                   "--per-class", str(per_class), "--races", "0,1,2,3,4", "--size", str(size), "--json"]
+        for name, cmd, dest in (("classic", classic, outs / f"data-{i}.pkl"),
+                                ("datakit", datakit, outs / f"build-{i}")):
+            settle(work)
+            runs[name].append(run_measured(cmd))
+            wrote[name] = sum(p.stat().st_size for p in [dest, *dest.rglob("*")] if p.is_file())
     best = {k: min(w for w, _ in v) for k, v in runs.items()}
     median = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
     peak = {k: max(m for _, m in v) for k, v in runs.items()}
@@ -221,7 +219,9 @@ def main() -> None:
     counts = sorted({args.per_class, *(int(x) for x in args.scale.split(",") if x)})
     try:
         results = [compare(work, n, args.repeats, args.size, args.quiet_s) for n in counts]
-    finally:
+    finally:  # deletions last: they would slow the next comparison's file creation (see `quiet`)
+        for outs in work.glob("outputs-*"):
+            remove(outs)
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     info = {"cpus": os.cpu_count(), "results": results}
