@@ -32,8 +32,8 @@ def test_reproducible_whatever_the_workers(utk_src, tmp_path):
 
 
 def test_fork_and_fork_server_workers_agree(utk_src, tmp_path):
-    """Workers are forked in a process without other threads and come from a fork server
-    otherwise (TensorFlow's threads make fork unsafe); both give the same build."""
+    """Workers are forked in a process without other threads (or TensorFlow) and come from a fork
+    server otherwise; both give the same build."""
     import importlib
     import threading
 
@@ -50,6 +50,9 @@ def test_fork_and_fork_server_workers_agree(utk_src, tmp_path):
     other.start()
     try:
         assert build_module.start_method() == "forkserver"
+        assert subprocess.run([sys.executable, "-c", "import sys, importlib; sys.modules['tensorflow'] = sys; "
+                               "print(importlib.import_module('datakit.utk.build').start_method())"],
+                              capture_output=True, text=True, timeout=60).stdout.split() == ["forkserver"]
         served = utk.build(src, tmp_path / "served", per_class=6, size=48, seed=5, workers=2)
     finally:
         stop.set()

@@ -9,8 +9,9 @@ Memory: pictures stream through worker processes a chunk at a time; nothing hold
 from __future__ import annotations
 
 import json
-import os
 import multiprocessing
+import os
+import sys
 import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -139,11 +140,17 @@ class _Now:
         return self._value
 
 
+# Loaded runtimes whose native threads or fork handlers make a fork of this process risky.
+_FORK_UNSAFE = ("tensorflow", "grpc", "jax", "torch")
+
+
 def start_method() -> str:
-    """How worker processes start: "fork" when this process runs no other thread (instant: the
-    modules are already imported), else "forkserver" (TensorFlow, say, has started threads,
-    which make fork unsafe): a server process imports the worker modules once and forks them."""
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+    """How worker processes start: "fork" on Linux when this process runs no other Python thread
+    and has loaded none of _FORK_UNSAFE (instant: the modules are already imported; the case of
+    `datakit build-utk`), else "forkserver": a clean server process imports the worker modules
+    once and forks the workers from itself."""
+    if (sys.platform.startswith("linux") and threading.active_count() == 1
+            and not any(name in sys.modules for name in _FORK_UNSAFE)):
         return "fork"
     return "forkserver"
 
