@@ -178,12 +178,11 @@ def compare(work: Path, per_class: int, repeats: int, size: int, quiet_s: float)
     outs = Path(tempfile.mkdtemp(dir=work, prefix="outputs-"))  # removed by main, after every comparison
     probe_us = quiet(outs, quiet_s)
     for i in range(repeats):
-        classic = [sys.executable, "-c", CLASSIC, str(src), str(outs / f"data-{i}.pkl"), str(per_class),
-                   str(size)]
-        datakit = [sys.executable, "-m", "datakit_cli.main", "build-utk", str(src), str(outs / f"build-{i}"),
+        pkl, build = outs / f"data-{i}.pkl", outs / f"build-{i}"
+        classic = [sys.executable, "-c", CLASSIC, str(src), str(pkl), str(per_class), str(size)]
+        datakit = [sys.executable, "-m", "datakit_cli.main", "build-utk", str(src), str(build),
                    "--per-class", str(per_class), "--races", "0,1,2,3,4", "--size", str(size), "--json"]
-        for name, cmd, dest in (("classic", classic, outs / f"data-{i}.pkl"),
-                                ("datakit", datakit, outs / f"build-{i}")):
+        for name, cmd, dest in (("classic", classic, pkl), ("datakit", datakit, build)):
             settle(work)
             runs[name].append(run_measured(cmd))
             wrote[name] = sum(p.stat().st_size for p in [dest, *dest.rglob("*")] if p.is_file())

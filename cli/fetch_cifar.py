@@ -15,13 +15,16 @@ def _seconds(text: str) -> float:
     return value
 
 
-def description(title: str, archive: str, folder: str, files: str) -> str:
+def description(dataset: str) -> str:
+    from datakit import cifar
+
+    s = cifar.spec(dataset)
     return (
-        f"Download the {title} binary version ({archive}) or take a local copy, verify its checksum before "
+        f"Download the {s.title} binary version ({s.archive}) or take a local copy, verify its checksum before "
         f"extracting anything, extract it safely (no member may leave DIR; links and device files refuse the "
-        f"archive) into a temporary folder and rename DIR/{folder}/ ({files}) into place when complete. "
-        "Downloads stream to a .part file, retry dropped connections with backoff and resume with HTTP Range "
-        "requests (base backoff: $DATAKIT_FETCH_BACKOFF seconds, default 1). Run again on a complete DIR, "
+        f"archive) into a temporary folder and rename DIR/{s.folder}/ ({', '.join(s.required)}) into place when "
+        "complete. Downloads stream to a .part file, retry dropped connections with backoff and resume with HTTP "
+        "Range requests (base backoff: $DATAKIT_FETCH_BACKOFF seconds, default 1). Run again on a complete DIR, "
         "it does no network I/O."
     )
 

@@ -6,7 +6,7 @@ from datakit_cli import fetch_cifar
 
 NAME = "fetch-cifar10"
 HELP = "download, verify and safely extract the CIFAR-10 binary version (resumes, idempotent)"
-DESCRIPTION = fetch_cifar.description("CIFAR-10", "cifar-10-binary.tar.gz", "cifar-10-batches-bin", "data_batch_1..5.bin, test_batch.bin, batches.meta.txt")
+DESCRIPTION = fetch_cifar.description("cifar10")
 
 
 def add_arguments(p):

@@ -6,7 +6,7 @@ from datakit_cli import fetch_cifar
 
 NAME = "fetch-cifar100"
 HELP = "download, verify and safely extract the CIFAR-100 binary version (resumes, idempotent)"
-DESCRIPTION = fetch_cifar.description("CIFAR-100", "cifar-100-binary.tar.gz", "cifar-100-binary", "train.bin, test.bin, fine_label_names.txt, coarse_label_names.txt")
+DESCRIPTION = fetch_cifar.description("cifar100")
 
 
 def add_arguments(p):

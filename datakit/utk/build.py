@@ -162,13 +162,13 @@ def _pool(workers: int):
         return None
     method = start_method()
     ctx = multiprocessing.get_context(method)
-    if method == "fork":
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-        pool.submit(int)  # forks every worker now, before the pool's own thread starts
-        return pool
-    ctx.set_forkserver_preload(["datakit.utk.emit"])
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["datakit.utk.emit"])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-    threading.Thread(target=lambda: [pool.submit(int) for _ in range(workers)], daemon=True).start()
+    if method == "fork":
+        pool.submit(int)  # forks every worker now, before the pool's own thread starts
+    else:
+        threading.Thread(target=lambda: [pool.submit(int) for _ in range(workers)], daemon=True).start()
     return pool
 
 

@@ -36,7 +36,7 @@ class Scan:
     duplicates: dict = field(default_factory=lambda: {"identical": [], "conflicting": []})
 
 
-_BATCH = 256  # files per thread task
+_BATCH = 256  # files per task (thread or worker process)
 
 
 def _digests(src: str, names: list[str]) -> list[tuple[int, str]]:
