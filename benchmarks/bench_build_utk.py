@@ -105,7 +105,7 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
 
 
 def make_folder(dest: Path, per_cell: int) -> int:
-    from datakit import synthetic
+    from datakit.testing import synthetic
 
     synthetic.make_utk_folder(dest, per_cell=per_cell, races=(0, 1, 2, 3, 4), seed=0, size=200)
     return sum(1 for _ in dest.iterdir())

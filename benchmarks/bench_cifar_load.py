@@ -1,9 +1,9 @@
-"""Loading all 60,000 CIFAR-10 images from the binaries: `datakit.cifar.load` vs per-record loops.
+"""Loading all 60,000 CIFAR-10 images from the binaries: `datakit.datasets.cifar.load` vs per-record loops.
 
 Writes a full-size synthetic set (5 x 10,000 + 10,000 records, 184 MB, official layout) to a
 temporary folder (deleted at the end), reads it once to warm the page cache, then times, side by
 side in the same run and on the same files:
-  - datakit.cifar.load (memory-mapped, one vectorized interleave per 10,000 records, all cores),
+  - datakit.datasets.cifar.load (memory-mapped, one vectorized interleave per 10,000 records, all cores),
   - the same with workers=1,
   - a per-record Python loop, the way most loaders parse these files: read the label byte and the
     3072 pixel bytes of each record, np.frombuffer/reshape/transpose it, append, np.array at the end,
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datakit import cifar, synthetic_cifar
+from datakit.datasets import cifar
+from datakit.testing import synthetic_cifar
 
 FILES = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
 
@@ -100,8 +101,8 @@ def main(argv=None) -> int:
         ref = datakit_load(dest)
         n = len(ref[1])
         methods = [
-            ("datakit.cifar.load (all cores)", lambda: datakit_load_one_array(dest), args.repeats),
-            ("datakit.cifar.load (workers=1)", lambda: datakit_load_one_array(dest, workers=1), args.repeats),
+            ("datakit.datasets.cifar.load (all cores)", lambda: datakit_load_one_array(dest), args.repeats),
+            ("datakit.datasets.cifar.load (workers=1)", lambda: datakit_load_one_array(dest, workers=1), args.repeats),
             ("per-record Python loop (np.frombuffer per record)", lambda: per_record_loop(folder), args.repeats),
         ]
         if args.tf:
@@ -118,13 +119,13 @@ def main(argv=None) -> int:
             results[name] = times
             print(f"{name:<56} min {min(times):7.3f} s  median {statistics.median(times):7.3f} s  "
                   f"({n / statistics.median(times):,.0f} images/s)")
-        fast = results["datakit.cifar.load (all cores)"]
-        one = results["datakit.cifar.load (workers=1)"]
+        fast = results["datakit.datasets.cifar.load (all cores)"]
+        one = results["datakit.datasets.cifar.load (workers=1)"]
         print(f"\nall {n:,} images identical across methods")
         for name, times in results.items():
             if name.startswith("datakit"):
                 continue
-            print(f"datakit.cifar.load is {statistics.median(times) / statistics.median(fast):5.1f}x faster "
+            print(f"datakit.datasets.cifar.load is {statistics.median(times) / statistics.median(fast):5.1f}x faster "
                   f"(median; min/min {min(times) / min(fast):5.1f}x; workers=1: "
                   f"{statistics.median(times) / statistics.median(one):5.1f}x) than: {name}")
     finally:

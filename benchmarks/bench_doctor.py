@@ -40,7 +40,8 @@ def run_child(code: str) -> tuple[float, float, str]:
 
 
 def make_build(work: Path) -> tuple[Path, float | None]:
-    from datakit import synthetic, utk
+    from datakit.testing import synthetic
+    from datakit.datasets import utk
 
     out = work / "build"
     if utk.is_complete_build(out):

@@ -61,7 +61,8 @@ def main() -> int:
     args = ap.parse_args()
     impls = tuple(x for x in args.impls.split(",") if x)
 
-    from datakit import bench, synthetic_cifar
+    from datakit import bench
+    from datakit.testing import synthetic_cifar
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-service-"))
     data = scratch / "cifar10"

@@ -1,12 +1,12 @@
 """The reference trainers on synthetic data: accuracy, examples/s and input wait, side by side.
 
 cifar10: the tutorial's network (`datakit.train.train_cifar10`) on learnable synthetic CIFAR-10
-binaries (datakit.synthetic_cifar; --cifar-train pictures, 2,000 test), --steps steps of --batch,
+binaries (datakit.testing.synthetic_cifar; --cifar-train pictures, 2,000 test), --steps steps of --batch,
 fed by the fast pipeline and by the reference pipeline in the same process: test precision@1,
 examples/s, sec/batch, input-wait fraction and the fast/reference speed ratio.
 
 utk: `small` (`datakit.train.train_utk`) on a build-utk output of synthetic UTKFace pictures
-(datakit.synthetic; --utk-per-class per class at --utk-size px, 10% validation), three runs side
+(datakit.testing.synthetic; --utk-per-class per class at --utk-size px, 10% validation), three runs side
 by side with the trainer's epoch cap and early stopping: the defaults (flip + mild crop), the plain
 recipe (--no-augment), and the --shuffle-labels control; with --seed-bad also the failing network
 and `small`, 3 epochs each, on a small 96 px build (seed-bad is slow on a CPU).
@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def bench_cifar(tmp: Path, args) -> list[dict]:
-    from datakit.synthetic_cifar import make_cifar10_dir
+    from datakit.testing.synthetic_cifar import make_cifar10_dir
     from datakit.train import train_cifar10
 
     data = tmp / "cifar"
@@ -48,7 +48,8 @@ def bench_cifar(tmp: Path, args) -> list[dict]:
 
 
 def _utk_build(tmp: Path, per_class: int, size: int, name: str) -> Path:
-    from datakit import synthetic, utk
+    from datakit.testing import synthetic
+    from datakit.datasets import utk
 
     src = tmp / f"{name}-src"
     synthetic.make_utk_folder(src, per_cell=per_class, seed=0, size=size)

@@ -42,7 +42,7 @@ def add_arguments(p):
 
 
 def run(args) -> dict:
-    from datakit import utk
+    from datakit.datasets import utk
     from datakit_cli.common import progress_factory
 
     manifest = utk.build(
@@ -55,7 +55,7 @@ def run(args) -> dict:
 
 
 def render(result: dict) -> str:
-    from datakit import utk
+    from datakit.datasets import utk
 
     lines = [utk.class_table(result), ""]
     lines.append(f"skipped {result['skipped']} files (reasons in the manifest), ignored {result['ignored']} stray "

@@ -16,7 +16,7 @@ def _seconds(text: str) -> float:
 
 
 def description(dataset: str) -> str:
-    from datakit import cifar
+    from datakit.datasets import cifar
 
     s = cifar.spec(dataset)
     return (
@@ -30,7 +30,7 @@ def description(dataset: str) -> str:
 
 
 def add_arguments(p, dataset: str) -> None:
-    from datakit import cifar
+    from datakit.datasets import cifar
     from datakit_cli.common import positive_int
 
     s = cifar.spec(dataset)
@@ -50,7 +50,7 @@ def add_arguments(p, dataset: str) -> None:
 
 
 def run(args, dataset: str) -> dict:
-    from datakit import cifar
+    from datakit.datasets import cifar
     from datakit_cli.common import progress_factory
 
     result = cifar.fetch(dataset, args.dest, url=args.url, md5=args.md5, sha256=args.sha256,
@@ -60,7 +60,7 @@ def run(args, dataset: str) -> dict:
 
 
 def render(result: dict) -> str:
-    from datakit import cifar
+    from datakit.datasets import cifar
 
     title = cifar.spec(result["dataset"]).title
     archive, counts = result["archive"], result["counts"]

@@ -48,7 +48,7 @@ def _common(p) -> None:
 
 
 def add_arguments(p):
-    from datakit.cifar import default_dest
+    from datakit.datasets.cifar import default_dest
 
     sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
     c = sub.add_parser("cifar10", help="the TensorFlow CIFAR-10 tutorial's network on 24x24 crops",

@@ -39,11 +39,11 @@ def load_data(data, images: int = 10000, seed: int = 0):
     import numpy as np
 
     if data in (None, "synthetic"):
-        from datakit import synthetic_cifar
+        from datakit.testing import synthetic_cifar
 
         x, y = synthetic_cifar.cifar10_arrays(images, np.random.default_rng(seed))
         return x, y, f"synthetic ({images} CIFAR-shaped 32x32 images)"
-    from datakit import cifar
+    from datakit.datasets import cifar
 
     x, y = cifar.load(os.path.expanduser(str(data)), split="train", dataset="cifar10")
     return x, y, f"{data} (CIFAR-10 train, {len(y)} images)"
@@ -79,7 +79,7 @@ def _service_data(data, images: int, seed: int) -> tuple[str, str, str | None]:
     if data not in (None, "synthetic"):
         folder = os.path.abspath(os.path.expanduser(str(data)))
         return folder, f"{folder} (CIFAR-10 train, read by the workers)", None
-    from datakit import synthetic_cifar
+    from datakit.testing import synthetic_cifar
 
     per_file = max(1, -(-images // 5))
     folder = Path(tempfile.gettempdir()) / "datakit-bench-aug" / f"synthetic-{per_file * 5}-{seed}"

@@ -14,7 +14,8 @@ from datakit.progress import null_progress
 
 
 def _utk_step(folder: Path, seed: int, progress) -> dict:
-    from datakit import synthetic, utk
+    from datakit.testing import synthetic
+    from datakit.datasets import utk
 
     src = folder / "utkface-synthetic"
     made = synthetic.make_utk_folder(src, per_cell=40, races=(0, 1, 2, 3), seed=seed, broken=True)
@@ -34,7 +35,9 @@ def _utk_step(folder: Path, seed: int, progress) -> dict:
 def _cifar_fetch_step(folder: Path, seed: int, progress) -> dict:
     import numpy as np
 
-    from datakit import atomic, cifar, synthetic_cifar
+    from datakit import atomic
+    from datakit.datasets import cifar
+    from datakit.testing import synthetic_cifar
 
     archive = folder / "cifar-10-binary.tar.gz"
     made = synthetic_cifar.make_cifar10_tarball(archive, train_per_batch=200, test=200, seed=seed)

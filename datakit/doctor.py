@@ -250,7 +250,7 @@ class Scan:
             if "race" in item.meta and (item.meta["race"], item.meta["gender"]) != (race, gender):
                 problems.append(f"labelled {name} but race={item.meta['race']} gender={item.meta['gender']}")
         elif src.kind == "cifar100":
-            from datakit.synthetic_cifar import FINE_TO_COARSE
+            from datakit.testing.synthetic_cifar import FINE_TO_COARSE
 
             fine, coarse = item.meta["fine"], item.meta["coarse"]
             if fine >= len(FINE_TO_COARSE) or coarse >= 20:
@@ -264,7 +264,7 @@ class Scan:
     def _label_from_name(self, filename: str, races) -> int | str:
         got = self._name_labels.get(filename)
         if got is None:
-            from datakit.utk.names import NameError_, parse_name
+            from datakit.datasets.utk.names import NameError_, parse_name
 
             try:
                 lab = parse_name(filename)

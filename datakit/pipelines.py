@@ -383,7 +383,7 @@ def _batched_fast(ds, o: _Opts, hw, n: int, steps: int, source: str) -> Pipeline
 
 
 def _cifar(name: str, data_dir, split: str, label_mode: str | None, **kw) -> Pipeline:
-    from datakit import cifar
+    from datakit.datasets import cifar
 
     if split not in ("train", "test"):
         raise DatakitError(f"{name}: split must be 'train' or 'test', got {split!r}")
@@ -402,7 +402,7 @@ def _cifar_files(name: str, data_dir, split: str, label_mode: str | None, servic
     """CIFAR through the tf.data service: the workers read the .bin files themselves (same path on every
     worker), in chunks of SERVICE_CHUNK records (the dispatcher's splits under distributed_epoch), decode,
     shuffle (a 10 000-record buffer per worker) and augment; only the chunk table is in the graph."""
-    from datakit import cifar
+    from datakit.datasets import cifar
     from datakit import service as _service
 
     tf = _tf()

@@ -251,7 +251,7 @@ CIFAR_OFFICIAL = {"cifar10": {**{f"data_batch_{i}.bin": 10000 for i in range(1, 
 
 
 class CifarFolder(Source):
-    """cifar-10-batches-bin/ or cifar-100-binary/ (layout from `datakit.cifar`), streamed record by record.
+    """cifar-10-batches-bin/ or cifar-100-binary/ (layout from `datakit.datasets.cifar`), streamed record by record.
 
     Files are memory-mapped and read in blocks, so a 50000-picture split never sits in memory.
     A record's file name is `<file>#<index>`. CIFAR-100 reads fine labels by default, coarse on
@@ -263,7 +263,7 @@ class CifarFolder(Source):
     BLOCK = 1024
 
     def __init__(self, dest: Path, label_mode: str | None = None):
-        from datakit import cifar
+        from datakit.datasets import cifar
 
         self.spec, self.root = cifar.locate(dest)
         self.kind = self.spec.key

@@ -609,7 +609,7 @@ def render(result: dict) -> str:
 
 def demo_step(folder, seed: int, progress=null_progress) -> dict:
     """`datakit demo`: --check plus a short cifar10 run on a small synthetic CIFAR-10 folder."""
-    from datakit.synthetic_cifar import make_cifar10_dir
+    from datakit.testing.synthetic_cifar import make_cifar10_dir
 
     folder = Path(folder)
     make_cifar10_dir(folder / "data", train_per_batch=40, test=200, seed=seed)

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 @pytest.fixture(scope="session")
 def utk_src(tmp_path_factory):
     """A nasty UTKFace-style folder: 12 clean 64-px pictures per race x gender cell plus every quirk."""
-    from datakit import synthetic
+    from datakit.testing import synthetic
 
     dest = tmp_path_factory.mktemp("utk-src")
     info = synthetic.make_utk_folder(dest, per_cell=12, races=(0, 1, 2, 3), seed=7, broken=True, size=64)
@@ -22,7 +22,7 @@ def utk_src(tmp_path_factory):
 @pytest.fixture(scope="session")
 def utk_build(utk_src, tmp_path_factory):
     """build-utk of `utk_src` at its native size (plain JPEGs are copied byte for byte)."""
-    from datakit import utk
+    from datakit.datasets import utk
 
     src, info = utk_src
     out = tmp_path_factory.mktemp("utk-build") / "out"
@@ -33,7 +33,8 @@ def utk_build(utk_src, tmp_path_factory):
 def synthetic_build(tmp_path_factory, name: str, per_cell: int, size: int, val_fraction: float, seed: int,
                     src_seed: int):
     """A clean build-utk output of a synthetic folder (all three formats): the shared fixture recipe."""
-    from datakit import synthetic, utk
+    from datakit.testing import synthetic
+    from datakit.datasets import utk
 
     src = tmp_path_factory.mktemp(f"{name}-src")
     synthetic.make_utk_folder(src, per_cell=per_cell, seed=src_seed, size=size)

@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from datakit import bench, pipelines, synthetic_cifar  # noqa: E402
+from datakit import bench, pipelines  # noqa: E402
+from datakit.testing import synthetic_cifar
 from datakit.errors import DatakitError  # noqa: E402
 from datakit_cli.main import main  # noqa: E402
 

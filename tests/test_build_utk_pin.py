@@ -22,7 +22,8 @@ CASES = {"native": dict(per_class=10, size=64, val_fraction=0.2, test_fraction=0
 
 
 def pinned_build(tmp: Path, case: str, **extra) -> dict:
-    from datakit import synthetic, utk
+    from datakit.testing import synthetic
+    from datakit.datasets import utk
 
     src = tmp / "src"
     if not src.exists():
@@ -47,7 +48,7 @@ def _keep() -> dict:
     """Today's behaviour: no near-duplicate grouping (the option exists once the generic builder does)."""
     import inspect
 
-    from datakit import utk
+    from datakit.datasets import utk
 
     return {"near_duplicates": "keep"} if "near_duplicates" in inspect.signature(utk.build).parameters else {}
 

@@ -8,7 +8,9 @@ import tarfile
 
 import pytest
 
-from datakit import cifar, fetch, synthetic_cifar
+from datakit.datasets import cifar
+from datakit import fetch
+from datakit.testing import synthetic_cifar
 from datakit.errors import DatakitError
 from datakit_cli.main import main
 

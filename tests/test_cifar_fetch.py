@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from loopback_http import loopback, refused_url  # noqa: F401  (fixture)
 
-from datakit import cifar, fetch, synthetic_cifar
+from datakit.datasets import cifar
+from datakit import fetch
+from datakit.testing import synthetic_cifar
 from datakit.errors import DatakitError
 from datakit_cli.main import main
 

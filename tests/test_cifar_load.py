@@ -1,11 +1,12 @@
-"""`datakit.cifar` readers: exact against an independent record-by-record parse, any batch size, clear errors."""
+"""`datakit.datasets.cifar` readers: exact against an independent record-by-record parse, any batch size, clear errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from datakit import cifar, synthetic_cifar
+from datakit.datasets import cifar
+from datakit.testing import synthetic_cifar
 from datakit.errors import DatakitError
 
 

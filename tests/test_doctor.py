@@ -298,7 +298,8 @@ def test_channel_order_swapped_in_one_format(copy):
 
 
 def test_short_class_in_the_manifest_is_a_warning(tmp_path):
-    from datakit import synthetic, utk
+    from datakit.testing import synthetic
+    from datakit.datasets import utk
 
     src = tmp_path / "src"
     synthetic.make_utk_folder(src, per_cell=12, races=(0, 1), seed=5, size=32)
@@ -317,7 +318,7 @@ def test_short_class_in_the_manifest_is_a_warning(tmp_path):
 
 @pytest.fixture
 def cifar10(tmp_path):
-    from datakit import synthetic_cifar
+    from datakit.testing import synthetic_cifar
 
     synthetic_cifar.make_cifar10_dir(tmp_path, train_per_batch=40, test=40, seed=2)
     return tmp_path / "cifar-10-batches-bin"
@@ -348,7 +349,7 @@ def test_cifar10_clean_and_faults(cifar10):
 
 
 def test_cifar100_fine_label_outside_its_coarse_class(tmp_path):
-    from datakit import synthetic_cifar
+    from datakit.testing import synthetic_cifar
 
     synthetic_cifar.make_cifar100_dir(tmp_path, train=200, test=100, seed=4)
     folder = tmp_path / "cifar-100-binary"
@@ -402,8 +403,9 @@ def test_measure_tells_channel_order_and_content():
 
 def test_sharded_outputs(tmp_path, monkeypatch):
     """Several TFRecord shards and HDF5 files per split are all read and checked."""
-    from datakit import synthetic, utk
-    from datakit.utk import writers
+    from datakit.testing import synthetic
+    from datakit.datasets import utk
+    from datakit.datasets.utk import writers
 
     src = tmp_path / "src"
     synthetic.make_utk_folder(src, per_cell=10, races=(2, 3), seed=8, size=32)

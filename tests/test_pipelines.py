@@ -9,7 +9,9 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from datakit import cifar, pipelines, synthetic_cifar  # noqa: E402
+from datakit.datasets import cifar
+from datakit import pipelines  # noqa: E402
+from datakit.testing import synthetic_cifar
 from datakit.augment import Augment  # noqa: E402
 from datakit.errors import DatakitError  # noqa: E402
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from datakit import preview, readback
 from datakit.errors import DatakitError
-from datakit.synthetic import RACE_COLOURS
+from datakit.testing.synthetic import RACE_COLOURS
 
 FORMATS = ("folders", "tfrecord", "hdf5")
 
@@ -101,7 +101,7 @@ def test_labels_outside_the_classes_get_their_own_row(build, tmp_path):
 
 
 def test_cifar_sheets(tmp_path):
-    from datakit import synthetic_cifar
+    from datakit.testing import synthetic_cifar
 
     synthetic_cifar.make_cifar10_dir(tmp_path / "c10", train_per_batch=20, test=30, seed=1)
     synthetic_cifar.make_cifar100_dir(tmp_path / "c100", train=200, test=100, seed=1)

@@ -189,7 +189,7 @@ def _decode_ids(batch_images) -> np.ndarray:
 @pytest.fixture(scope="module")
 def id_cifar(tmp_path_factory):
     """CIFAR-10 and CIFAR-100 folders whose test split images carry their record index."""
-    from datakit import synthetic_cifar
+    from datakit.testing import synthetic_cifar
 
     root = tmp_path_factory.mktemp("id-cifar")
     n = 700  # 3 chunks of pipelines.SERVICE_CHUNK records: splits for both workers

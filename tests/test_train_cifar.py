@@ -14,7 +14,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def cifar_dir(tmp_path_factory):
-    from datakit.synthetic_cifar import make_cifar10_dir
+    from datakit.testing.synthetic_cifar import make_cifar10_dir
 
     dest = tmp_path_factory.mktemp("cifar")
     make_cifar10_dir(dest, train_per_batch=60, test=200, seed=1)

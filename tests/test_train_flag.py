@@ -37,8 +37,8 @@ def busy_build(tmp_path_factory):
     """A build-utk output of 8 classes x 80 busy pictures (32 px), half of each class for validation."""
     import cv2
 
-    from datakit import utk
-    from datakit.synthetic import utk_name
+    from datakit.datasets import utk
+    from datakit.testing.synthetic import utk_name
 
     src = tmp_path_factory.mktemp("busy-src")
     rng = np.random.default_rng(0)

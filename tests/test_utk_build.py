@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datakit import tfrecord, utk
-from datakit.utk.names import class_names, label_of, parse_name
+from datakit import tfrecord
+from datakit.datasets import utk
+from datakit.datasets.utk.names import class_names, label_of, parse_name
 
 CLASSES = class_names((0, 1, 2, 3))
 
@@ -155,8 +156,8 @@ def test_sample_is_seeded_and_random_not_first_n(utk_src, tmp_path):
 
 def test_odd_images_are_converted(tmp_path):
     """Grayscale, CMYK, PNG behind .jpg, progressive and other sizes decode to S x S RGB."""
-    from datakit import synthetic
-    from datakit.utk.images import BadImage, decode
+    from datakit.testing import synthetic
+    from datakit.datasets.utk.images import BadImage, decode
 
     rng = np.random.default_rng(0)
     rgb = synthetic.draw_face(0, 2, rng, 64)
@@ -184,8 +185,8 @@ def test_odd_images_are_converted(tmp_path):
 def test_plain_jpeg_fast_path_agrees_with_pillow():
     """The marker parser sends exactly the files Pillow calls 8-bit RGB JPEG of S x S (ending in EOI)
     to OpenCV, and OpenCV's pixels there equal Pillow's."""
-    from datakit import synthetic
-    from datakit.utk.images import decode, plain_jpeg
+    from datakit.testing import synthetic
+    from datakit.datasets.utk.images import decode, plain_jpeg
 
     rng = np.random.default_rng(3)
     rgb = synthetic.draw_face(1, 3, rng, 48)
@@ -232,7 +233,7 @@ def test_resize_path(utk_src, tmp_path):
 
 
 def test_race_four_and_custom_order(utk_src, tmp_path):
-    from datakit import synthetic
+    from datakit.testing import synthetic
 
     src = tmp_path / "src"
     synthetic.make_utk_folder(src, per_cell=3, races=(0, 4), seed=1, size=32)

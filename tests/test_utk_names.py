@@ -1,6 +1,6 @@
 import pytest
 
-from datakit.utk.names import NameError_, class_names, label_of, looks_like_image_name, parse_name
+from datakit.datasets.utk.names import NameError_, class_names, label_of, looks_like_image_name, parse_name
 
 
 @pytest.mark.parametrize("name, labels", [

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datakit import synthetic, utk
+from datakit.testing import synthetic
+from datakit.datasets import utk
 from datakit.errors import DatakitError
 
 
@@ -37,9 +38,9 @@ def test_fork_and_fork_server_workers_agree(utk_src, tmp_path):
     import importlib
     import threading
 
-    build_module = importlib.import_module("datakit.utk.build")  # the module, not utk.build
+    build_module = importlib.import_module("datakit.datasets.utk.build")  # the module, not utk.build
     src, _ = utk_src
-    script = ("import importlib, sys; b = importlib.import_module('datakit.utk.build'); print(b.start_method()); "
+    script = ("import importlib, sys; b = importlib.import_module('datakit.datasets.utk.build'); print(b.start_method()); "
               "b.build(sys.argv[1], sys.argv[2], per_class=6, size=48, seed=5, workers=2)")
     run = subprocess.run([sys.executable, "-c", script, str(src), str(tmp_path / "fork")],
                          capture_output=True, text=True, timeout=120)
@@ -51,7 +52,7 @@ def test_fork_and_fork_server_workers_agree(utk_src, tmp_path):
     try:
         assert build_module.start_method() == "forkserver"
         assert subprocess.run([sys.executable, "-c", "import sys, importlib; sys.modules['tensorflow'] = sys; "
-                               "print(importlib.import_module('datakit.utk.build').start_method())"],
+                               "print(importlib.import_module('datakit.datasets.utk.build').start_method())"],
                               capture_output=True, text=True, timeout=60).stdout.split() == ["forkserver"]
         served = utk.build(src, tmp_path / "served", per_class=6, size=48, seed=5, workers=2)
     finally:
@@ -143,7 +144,7 @@ def test_killed_build_leaves_nothing_complete_and_reruns(tmp_path):
     src = tmp_path / "src"
     synthetic.make_utk_folder(src, per_cell=150, races=(0, 1), seed=4, size=96)
     out = tmp_path / "out"
-    code = ("import sys; from datakit import utk; "
+    code = ("import sys; from datakit.datasets import utk; "
             f"utk.build({str(src)!r}, {str(out)!r}, per_class=150, races=(0, 1), size=80, workers=1)")
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:

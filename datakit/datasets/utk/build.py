@@ -21,11 +21,11 @@ from datakit import __version__
 from datakit.atomic import remove, sha256_file, write_text
 from datakit.errors import DatakitError
 from datakit.progress import null_progress
-from datakit.utk import emit
-from datakit.utk.names import DEFAULT_RACES, check_races
-from datakit.utk.scan import scan
-from datakit.utk.select import Plan, select, shortage_table
-from datakit.utk.writers import HDF5Writer, HDF5_SHARD_BYTES, TFRecordWriter, write_features_json
+from datakit.datasets.utk import emit
+from datakit.datasets.utk.names import DEFAULT_RACES, check_races
+from datakit.datasets.utk.scan import scan
+from datakit.datasets.utk.select import Plan, select, shortage_table
+from datakit.datasets.utk.writers import HDF5Writer, HDF5_SHARD_BYTES, TFRecordWriter, write_features_json
 
 FORMATS = ("folders", "tfrecord", "hdf5")
 MARKER = ".datakit-build"
@@ -163,7 +163,7 @@ def _pool(workers: int):
     method = start_method()
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["datakit.utk.emit"])
+        ctx.set_forkserver_preload(["datakit.datasets.utk.emit"])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     if method == "fork":
         pool.submit(int)  # forks every worker now, before the pool's own thread starts

@@ -51,7 +51,7 @@ FINE_TO_COARSE = np.array([
 ], dtype=np.int64)
 
 _README = ("<html><body><p>Synthetic stand-in for the CIFAR binary version, written by "
-           "datakit.synthetic_cifar: same layout and record format, generated pictures.</p></body></html>\n")
+           "datakit.testing.synthetic_cifar: same layout and record format, generated pictures.</p></body></html>\n")
 
 
 def _hue_rgb(hue: np.ndarray, value: float = 1.0) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from datakit.errors import DatakitError
 from datakit.progress import null_progress
-from datakit.utk.names import Labels, NameError_, looks_like_image_name, parse_name
+from datakit.datasets.utk.names import Labels, NameError_, looks_like_image_name, parse_name
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import numpy as np
 
 from datakit.errors import DatakitError
 from datakit.textfmt import table
-from datakit.utk.names import class_names, label_of
-from datakit.utk.scan import Record, Scan
+from datakit.datasets.utk.names import class_names, label_of
+from datakit.datasets.utk.scan import Record, Scan
 
 SPLITS = ("train", "val", "test")
 

@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 
 from datakit import tfrecord
-from datakit.utk.images import BadImage, decode
-from datakit.utk.scan import Record
+from datakit.datasets.utk.images import BadImage, decode
+from datakit.datasets.utk.scan import Record
 
 
 @dataclass(frozen=True)

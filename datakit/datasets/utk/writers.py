@@ -84,7 +84,7 @@ class HDF5Writer:
 
     Why the low-level path: HDF5 has one writer per file. The files are therefore created up front
     with every image chunk allocated (uncompressed, never filled), and worker processes write
-    pixels straight to each chunk's byte offset (datakit.utk.emit). The small per-image columns
+    pixels straight to each chunk's byte offset (datakit.datasets.utk.emit). The small per-image columns
     are written through h5py when the writer closes. The result is an ordinary chunked HDF5 file.
     """
 
