@@ -57,7 +57,7 @@ def make_build(work: Path) -> tuple[Path, float | None]:
 
 
 def near_dup_timing(build: Path) -> list[str]:
-    from datakit import doctor, readback
+    from datakit import doctor, neardup, readback
 
     src = readback.open_source(build)
     hashes = {s: np.array([doctor.measure(it.rgb()).phash for it in src.items(s, "hdf5")], dtype=np.uint64)
@@ -70,17 +70,17 @@ def near_dup_timing(build: Path) -> list[str]:
     lines = []
     for what, a, b in cases:
         t0 = time.perf_counter()
-        fast = doctor.near_pairs(a, b, doctor.NEAR_BITS)
+        fast = neardup.near_pairs(a, b, neardup.NEAR_BITS)
         t_fast = time.perf_counter() - t0
         t0 = time.perf_counter()
         brute = 0
         for start in range(0, len(a), 256):  # all pairs, vectorized, in blocks
-            brute += int((np.bitwise_count(a[start:start + 256, None] ^ b[None, :]) <= doctor.NEAR_BITS).sum())
+            brute += int((np.bitwise_count(a[start:start + 256, None] ^ b[None, :]) <= neardup.NEAR_BITS).sum())
         t_brute = time.perf_counter() - t0
         found = sum(len(js) for _, js in fast)
         assert found == brute, (found, brute)
         lines.append(f"  {what}: multi-index {t_fast * 1000:.0f} ms, brute force {t_brute * 1000:.0f} ms "
-                     f"(x{t_brute / t_fast:.1f}); {found} pairs within {doctor.NEAR_BITS} bits, same in both")
+                     f"(x{t_brute / t_fast:.1f}); {found} pairs within {neardup.NEAR_BITS} bits, same in both")
     return lines
 
 

@@ -23,16 +23,10 @@ import cv2
 import numpy as np
 
 from datakit import readback
+from datakit.neardup import NEAR_BITS, NEAR_THUMB, near_pairs, phash, small, standardized, thumb
 from datakit.progress import null_progress
 
 OK, WARNING, ERROR = "ok", "warning", "error"
-# Near-duplicates: perceptual hashes at most NEAR_BITS apart, confirmed when the 8x8 thumbnails,
-# each standardized (mean 0, std 1: blind to brightness and contrast), differ by at most NEAR_THUMB
-# on average. Measured on synthetic 200 px pictures: the same picture re-encoded at JPEG quality 60,
-# brightened by 15, resized 200->150->200 or contrast-stretched 1.2x stays within 4-6 bits and 0.04;
-# distinct pictures that merely look alike (same colour, a circle a few pixels away) are 0.12 or more.
-NEAR_BITS = 6
-NEAR_THUMB = 0.08
 SAME_THUMB = 3.0  # one picture in two formats: 8x8 thumbnails within this (JPEG re-encoding)
 CHUNK = 32  # pictures per worker task
 
@@ -78,15 +72,11 @@ def pixel_digest(px: np.ndarray) -> bytes:
 def measure(pixels: np.ndarray, encoding: str | None = None, digest: bytes | None = None) -> Feat:
     """The per-picture summary: exact hash, perceptual hash, thumbnail, colour moments."""
     px = np.ascontiguousarray(pixels)
-    small = cv2.resize(px, (32, 32), interpolation=cv2.INTER_AREA)
-    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    dct = cv2.dct(gray)[:8, :8].ravel()
-    bits = dct > np.partition(dct[1:], 31)[31]  # the median of the 63 AC coefficients
-    phash = int.from_bytes(np.packbits(bits).tobytes(), "big")
-    thumb = cv2.resize(small, (8, 8), interpolation=cv2.INTER_AREA)
+    s32 = small(px)
+    phash_, thumb_ = phash(s32), thumb(s32)
     mean, std = cv2.meanStdDev(px)
     mean, std = mean.ravel(), std.ravel()
-    return Feat(digest or pixel_digest(px), phash, thumb, mean, std * std + mean * mean, px.shape, encoding)
+    return Feat(digest or pixel_digest(px), phash_, thumb_, mean, std * std + mean * mean, px.shape, encoding)
 
 
 def _ellipsis(items: list[str], n: int = 3) -> str:
@@ -436,45 +426,6 @@ def _duplicates(src: readback.Source, scan: Scan) -> tuple[Check, Check]:
                    what="identical pictures in two splits"))
 
 
-def near_pairs(hashes_a: np.ndarray, hashes_b: np.ndarray, max_bits: int = NEAR_BITS) -> list[tuple[int, np.ndarray]]:
-    """For each i in a, the indices j in b with popcount(a[i] ^ b[j]) <= max_bits.
-
-    Multi-index hashing: the 64 bits are cut into max_bits + 1 bands; two hashes within max_bits
-    differ in at most max_bits bands, so they agree exactly on at least one band. Candidates come
-    from sorted band keys (binary search), then the full distance is checked: O((N + M) log M)
-    plus the true candidates, instead of N x M comparisons.
-    """
-    a = np.asarray(hashes_a, dtype=np.uint64)
-    b = np.asarray(hashes_b, dtype=np.uint64)
-    if not len(a) or not len(b):
-        return []
-    bands = max_bits + 1
-    edges = np.linspace(0, 64, bands + 1).astype(int)
-    found: dict[int, set] = defaultdict(set)
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        mask = np.uint64((1 << int(hi - lo)) - 1)
-        ka = (a >> np.uint64(lo)) & mask
-        kb = (b >> np.uint64(lo)) & mask
-        order = np.argsort(kb, kind="stable")
-        sorted_kb = kb[order]
-        left = np.searchsorted(sorted_kb, ka, "left")
-        right = np.searchsorted(sorted_kb, ka, "right")
-        for i in np.nonzero(right > left)[0]:
-            cand = order[left[i]:right[i]]
-            dist = np.bitwise_count(b[cand] ^ a[i])
-            hit = cand[dist <= max_bits]
-            if len(hit):
-                found[int(i)].update(hit.tolist())
-    return [(i, np.array(sorted(js))) for i, js in sorted(found.items())]
-
-
-def _standardized(thumbs) -> np.ndarray:
-    t = np.stack(thumbs).reshape(len(thumbs), -1).astype(np.float32)
-    t -= t.mean(axis=1, keepdims=True)
-    t /= np.maximum(t.std(axis=1, keepdims=True), 1.0)
-    return t
-
-
 def _near_duplicates(src: readback.Source, scan: Scan) -> Check:
     fmt = src.formats[0]
     flat = {}
@@ -495,9 +446,9 @@ def _near_duplicates(src: readback.Source, scan: Scan) -> Check:
             pairs = near_pairs([f.phash for f in fa], [f.phash for f in fb])
             if not pairs:
                 continue
-            tb = _standardized([f.thumb for f in fb])
+            tb = standardized([f.thumb for f in fb])
             for ia, js in pairs:
-                ta = _standardized([fa[ia].thumb])[0]
+                ta = standardized([fa[ia].thumb])[0]
                 diff = np.abs(tb[js] - ta).mean(axis=1)
                 same = np.array([fb[j].digest == fa[ia].digest for j in js])
                 ok = (diff <= NEAR_THUMB) & ~same

