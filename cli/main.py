@@ -51,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def as_flags(exc) -> str:
+    """The error's message with its Python parameter (`per_class=3`, `per_class:`) written as the
+    command-line flag (`--per-class 3`, `--per-class:`)."""
+    import re
+
+    text = str(exc).strip()
+    param = getattr(exc, "param", None)
+    if not param:
+        return text
+    flag = "--" + param.replace("_", "-")
+    text = re.sub(rf"(?<![\w-]){re.escape(param)}=", flag + " ", text)
+    return re.sub(rf"(?<![\w-]){re.escape(param)}\b", flag, text)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
@@ -64,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = mod.run(args)
     except DatakitError as exc:
-        message = str(exc).strip().replace("\n", " | ") if args.json else str(exc).strip()
+        text = as_flags(exc)
+        message = text.replace("\n", " | ") if args.json else text
         print(f"datakit {mod.NAME}: error: {message}", file=sys.stderr)
         if args.json:
-            print(json.dumps({"ok": False, "command": mod.NAME, "error": str(exc)}))
+            print(json.dumps({"ok": False, "command": mod.NAME, "error": text}))
         return 1
     except KeyboardInterrupt:
         print(f"datakit {mod.NAME}: interrupted", file=sys.stderr)
