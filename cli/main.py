@@ -57,12 +57,12 @@ def as_flags(exc) -> str:
     import re
 
     text = str(exc).strip()
-    param = getattr(exc, "param", None)
-    if not param:
-        return text
-    flag = "--" + param.replace("_", "-")
-    text = re.sub(rf"(?<![\w-]){re.escape(param)}=", flag + " ", text)
-    return re.sub(rf"(?<![\w-]){re.escape(param)}\b", flag, text)
+    params = getattr(exc, "param", None) or ()
+    for param in (params,) if isinstance(params, str) else params:
+        flag = "--" + param.replace("_", "-")
+        text = re.sub(rf"(?<![\w-]){re.escape(param)}=", flag + " ", text)
+        text = re.sub(rf"(?<![\w-]){re.escape(param)}\b", flag, text)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """build-utk's output bytes are pinned: the generic builder must reproduce them exactly.
 
 The expected digests in tests/data/build_utk_pin.json were recorded with the build-utk of commit
-4cd048c (before build-utk became a preset of `datakit build`), by running this module as a script.
+4cd048c (before build-utk became a preset of `datakit build`, when it had no near-duplicate
+grouping), by running this module as a script there; the test builds with near_duplicates="keep".
 They depend on the synthetic fixture's encoder (OpenCV/Pillow JPEG) as installed by the README.
 """
 
@@ -37,20 +38,11 @@ def pinned_build(tmp: Path, case: str, **extra) -> dict:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_build_utk_output_bytes_equal_the_pinned_build(tmp_path, case):
     expected = json.loads(PIN.read_text())[case]
-    got = json.loads(json.dumps(pinned_build(tmp_path, case, **_keep())))
+    got = json.loads(json.dumps(pinned_build(tmp_path, case, near_duplicates="keep")))
     assert set(got["files"]) == set(expected["files"])
     assert got["files"] == expected["files"]
     for key in FIELDS:
         assert got[key] == expected[key], key
-
-
-def _keep() -> dict:
-    """Today's behaviour: no near-duplicate grouping (the option exists once the generic builder does)."""
-    import inspect
-
-    from datakit.datasets import utk
-
-    return {"near_duplicates": "keep"} if "near_duplicates" in inspect.signature(utk.build).parameters else {}
 
 
 if __name__ == "__main__":  # record the pin (once, before the change)

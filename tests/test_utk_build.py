@@ -148,8 +148,8 @@ def test_sample_is_seeded_and_random_not_first_n(utk_src, tmp_path):
     assert picks(1) != picks(2)
     first_n = set()
     for label in range(8):
-        names = [r.name for r in found.records if r.labels.race in (0, 1, 2, 3)
-                 and label_of(r.labels, (0, 1, 2, 3)) == label]
+        names = [r.name for r in found.records if r.labels["race"] in (0, 1, 2, 3)
+                 and label_of(parse_name(r.name), (0, 1, 2, 3)) == label]
         first_n |= set(names[:5])
     assert picks(1) != first_n
 
@@ -157,7 +157,7 @@ def test_sample_is_seeded_and_random_not_first_n(utk_src, tmp_path):
 def test_odd_images_are_converted(tmp_path):
     """Grayscale, CMYK, PNG behind .jpg, progressive and other sizes decode to S x S RGB."""
     from datakit.testing import synthetic
-    from datakit.datasets.utk.images import BadImage, decode
+    from datakit.builder.images import BadImage, decode
 
     rng = np.random.default_rng(0)
     rgb = synthetic.draw_face(0, 2, rng, 64)
@@ -186,7 +186,7 @@ def test_plain_jpeg_fast_path_agrees_with_pillow():
     """The marker parser sends exactly the files Pillow calls 8-bit RGB JPEG of S x S (ending in EOI)
     to OpenCV, and OpenCV's pixels there equal Pillow's."""
     from datakit.testing import synthetic
-    from datakit.datasets.utk.images import decode, plain_jpeg
+    from datakit.builder.images import decode, plain_jpeg
 
     rng = np.random.default_rng(3)
     rgb = synthetic.draw_face(1, 3, rng, 48)

@@ -38,10 +38,10 @@ def test_fork_and_fork_server_workers_agree(utk_src, tmp_path):
     import importlib
     import threading
 
-    build_module = importlib.import_module("datakit.datasets.utk.build")  # the module, not utk.build
+    build_module = importlib.import_module("datakit.builder.build")  # the module, not utk.build
     src, _ = utk_src
-    script = ("import importlib, sys; b = importlib.import_module('datakit.datasets.utk.build'); print(b.start_method()); "
-              "b.build(sys.argv[1], sys.argv[2], per_class=6, size=48, seed=5, workers=2)")
+    script = ("import importlib, sys; b = importlib.import_module('datakit.builder.build'); print(b.start_method()); "
+              "from datakit.datasets import utk; utk.build(sys.argv[1], sys.argv[2], per_class=6, size=48, seed=5, workers=2)")
     run = subprocess.run([sys.executable, "-c", script, str(src), str(tmp_path / "fork")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
@@ -52,7 +52,7 @@ def test_fork_and_fork_server_workers_agree(utk_src, tmp_path):
     try:
         assert build_module.start_method() == "forkserver"
         assert subprocess.run([sys.executable, "-c", "import sys, importlib; sys.modules['tensorflow'] = sys; "
-                               "print(importlib.import_module('datakit.datasets.utk.build').start_method())"],
+                               "print(importlib.import_module('datakit.builder.build').start_method())"],
                               capture_output=True, text=True, timeout=60).stdout.split() == ["forkserver"]
         served = utk.build(src, tmp_path / "served", per_class=6, size=48, seed=5, workers=2)
     finally:
@@ -69,7 +69,10 @@ def test_short_class_fails_before_writing(utk_src, tmp_path):
     with pytest.raises(DatakitError) as err:
         utk.build(src, out, per_class=100, size=32)
     text = str(err.value)
-    assert "fewer than --per-class 100" in text and "white_male" in text and "SHORT" in text
+    assert "fewer than per_class 100" in text and "white_male" in text and "SHORT" in text
+    from datakit_cli.main import as_flags
+
+    assert "fewer than --per-class 100" in as_flags(err.value) and "use --allow-short" in as_flags(err.value)
     assert not out.exists()
 
 
@@ -81,7 +84,7 @@ def test_allow_short_takes_what_there_is(utk_src, tmp_path):
         total = sum(m["counts"][s][name] for s in m["splits"])
         failed = sum(1 for s in m["skipped"] if s["reason"].startswith(("truncated", "not an image", "cannot")))
         assert m["available"][name] - failed <= total <= m["available"][name]
-    assert sum(m["available"].values()) == sum(1 for r in found.records if r.labels.race in (0, 1, 2, 3))
+    assert sum(m["available"].values()) == sum(1 for r in found.records if r.labels["race"] in (0, 1, 2, 3))
 
 
 def _one_bad_class(tmp_path: Path, n_good: int) -> Path:

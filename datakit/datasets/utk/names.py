@@ -79,10 +79,10 @@ def check_races(races) -> tuple[int, ...]:
 
     races = tuple(int(r) for r in races)
     if not races:
-        raise DatakitError("--races: at least one race is needed")
+        raise DatakitError("races: at least one race is needed", param="races")
     bad = [r for r in races if not 0 <= r < len(RACE_NAMES)]
     if bad:
-        raise DatakitError(f"--races: {bad} outside 0-4 (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others)")
+        raise DatakitError(f"races: {bad} outside 0-4 (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others)", param="races")
     if len(set(races)) != len(races):
-        raise DatakitError(f"--races: repeated race in {list(races)}")
+        raise DatakitError(f"races: repeated race in {list(races)}", param="races")
     return races

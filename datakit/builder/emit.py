@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 
 from datakit import tfrecord
-from datakit.datasets.utk.images import BadImage, decode
-from datakit.datasets.utk.scan import Record
+from datakit.builder.images import BadImage, decode
+from datakit.builder.scan import Record
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def emit(sink: Sink, row: int, label: int, record: Record, pixels: np.ndarray, j
     name = sink.classes[label]
     hashes = {}
     if sink.folders:
-        rel = f"folders/{sink.split}/{name}/{record.name}"
+        rel = f"folders/{sink.split}/{name}/{record.out_name}"
         _write_file(os.path.join(sink.root, rel), jpeg)
         hashes[rel] = hashlib.sha256(jpeg).hexdigest()
     if sink.h5_paths:
@@ -94,11 +94,10 @@ def emit(sink: Sink, row: int, label: int, record: Record, pixels: np.ndarray, j
         os.pwrite(fd, memoryview(np.ascontiguousarray(pixels, dtype=np.uint8)).cast("B"), offsets[local])
     framed = None
     if sink.tfrecord:
-        lab = record.labels
         framed = tfrecord.frame(tfrecord.encode_example({
             "image/encoded": jpeg, "image/format": b"jpeg", "image/height": sink.size, "image/width": sink.size,
             "image/class/label": label, "image/class/text": name, "image/filename": record.name,
-            "age": lab.age, "gender": lab.gender, "race": lab.race}))
+            **record.labels}))
     return framed, hashes
 
 

@@ -1,4 +1,4 @@
-"""Decode one UTKFace file into S x S RGB pixels and the JPEG bytes to store.
+"""Decode one source picture into S x S RGB pixels and the JPEG bytes to store.
 
 The common case, a complete 8-bit 3-component JPEG already S x S (ending in its EOI marker), is
 recognised from its marker segments and decoded by OpenCV: the same libjpeg-turbo pixels as
@@ -42,8 +42,31 @@ _SOF_PLAIN = (0xC0, 0xC1, 0xC2)  # baseline, extended, progressive Huffman: what
 _NO_LENGTH = frozenset((0x01, *range(0xD0, 0xD8)))  # markers without a length field
 
 
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, without decoding; None for anything else."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, end = 2, len(data) - 10
+    while pos < end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in _NO_LENGTH:
+            pos += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 7:pos + 9], "big")
+        if marker == 0xDA:
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return None
+
+
 def plain_jpeg(data: bytes, size: int) -> bool:
-    """True for a complete 8-bit 3-component JPEG of size x size (the common UTKFace file).
+    """True for a complete 8-bit 3-component JPEG of size x size (the common UTKFace file, and most photo folders).
 
     Reads the marker segments up to the frame header: a few microseconds, where opening the file
     with Pillow costs ~0.1 ms. Anything else (or anything odd) goes through Pillow."""
@@ -70,15 +93,16 @@ def plain_jpeg(data: bytes, size: int) -> bool:
     return False
 
 
-def decode(data: bytes, size: int) -> tuple[np.ndarray, bytes]:
+def decode(data: bytes, size: int | None) -> tuple[np.ndarray, bytes]:
     """(pixels uint8 (size, size, 3) RGB, JPEG bytes) for one file's bytes; raises BadImage.
+    size None: the picture's own size.
 
     The source bytes are kept as they are when they already are an RGB JPEG of size x size;
     anything else is converted to RGB, resized and re-encoded (quality 95, no chroma subsampling).
     """
     if not data:
         raise BadImage("empty file")
-    if plain_jpeg(data, size):
+    if size is not None and plain_jpeg(data, size):
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
         if pixels is not None and pixels.shape == (size, size, 3):
             return pixels, data
@@ -90,7 +114,8 @@ def decode(data: bytes, size: int) -> tuple[np.ndarray, bytes]:
         reason = "truncated image" if "truncated" in str(exc).lower() else "cannot open image"
         raise BadImage(f"{reason} ({exc})") from None
     fmt = im.format
-    plain = fmt == "JPEG" and im.mode == "RGB" and im.size == (size, size)
+    size = size or None
+    plain = fmt == "JPEG" and im.mode == "RGB" and (size is None or im.size == (size, size))
     try:
         im.load()
     except Exception as exc:  # noqa: BLE001
@@ -100,7 +125,7 @@ def decode(data: bytes, size: int) -> tuple[np.ndarray, bytes]:
     if im.width < 1 or im.height < 1:
         raise BadImage(f"empty picture ({im.width}x{im.height})")
     rgb = _to_rgb(im)
-    if rgb.size != (size, size):
+    if size is not None and rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
     pixels = np.asarray(rgb)
     if plain:

@@ -1,4 +1,4 @@
-"""Streaming writers for the three build-utk outputs; each records the sha256 of what it wrote.
+"""Streaming writers for the three build outputs; each records the sha256 of what it wrote.
 
 All paths are relative to the build root, so the manifest lists them the same way whether the
 tree sits in its temporary folder or in place.
@@ -18,18 +18,26 @@ import numpy as np
 TFRECORD_SHARD_BYTES = 100 * 1000 * 1000  # about 100 MB per shard
 HDF5_SHARD_BYTES = 2 * 1024 ** 3  # one file per split up to 2 GiB of pixels
 
-FEATURES = {
+IMAGE_FEATURES = {
     "image/encoded": {"dtype": "string", "shape": [], "doc": "JPEG bytes, S x S RGB"},
     "image/format": {"dtype": "string", "shape": [], "doc": "b'jpeg'"},
     "image/height": {"dtype": "int64", "shape": [], "doc": "S"},
     "image/width": {"dtype": "int64", "shape": [], "doc": "S"},
-    "image/class/label": {"dtype": "int64", "shape": [], "doc": "race_index * 2 + gender"},
-    "image/class/text": {"dtype": "string", "shape": [], "doc": "class name, e.g. white_female"},
-    "image/filename": {"dtype": "string", "shape": [], "doc": "original UTKFace file name"},
-    "age": {"dtype": "int64", "shape": [], "doc": "0-120"},
-    "gender": {"dtype": "int64", "shape": [], "doc": "0 male, 1 female"},
-    "race": {"dtype": "int64", "shape": [], "doc": "0 White, 1 Black, 2 Asian, 3 Indian, 4 Others"},
+    "image/class/label": {"dtype": "int64", "shape": [], "doc": "class index in manifest['classes']"},
+    "image/class/text": {"dtype": "string", "shape": [], "doc": "class name"},
+    "image/filename": {"dtype": "string", "shape": [], "doc": "path of the source picture under SRC"},
 }
+RESERVED = ("labels", "filenames", "images")  # HDF5 dataset names a label field may not take
+
+
+def features(fields, docs: dict | None = None) -> dict:
+    """features.json's table: the image keys, then one int64 or string feature per label field."""
+    docs = docs or {}
+    out = {key: {**spec, "doc": docs.get(key, spec["doc"])} for key, spec in IMAGE_FEATURES.items()}
+    for f in fields:
+        out[f.name] = {"dtype": "int64" if f.kind == "int" else "string", "shape": [],
+                       "doc": docs.get(f.name, f"label field {f.name!r}")}
+    return out
 
 
 def shard_name(stem: str, i: int, n: int, ext: str = "") -> str:
@@ -37,14 +45,15 @@ def shard_name(stem: str, i: int, n: int, ext: str = "") -> str:
 
 
 class TFRecordWriter:
-    """tfrecord/utk-{split}.tfrecord-{i:05d}-of-{n:05d}: contiguous blocks of the split's write order."""
+    """tfrecord/{stem}-{split}.tfrecord-{i:05d}-of-{n:05d}: contiguous blocks of the split's write order."""
 
-    def __init__(self, root: Path, split: str, n_records: int, est_bytes: int):
+    def __init__(self, root: Path, split: str, n_records: int, est_bytes: int, stem: str):
         self.dir = root / "tfrecord"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.n_shards = max(1, math.ceil(est_bytes / TFRECORD_SHARD_BYTES))
         self.per_shard = max(1, math.ceil(n_records / self.n_shards))
         self.split = split
+        self.stem = stem
         self.paths: list[str] = []
         self.hashes: dict[str, str] = {}
         self._count = 0
@@ -53,7 +62,7 @@ class TFRecordWriter:
 
     def _open(self, i: int) -> None:
         self._finish()
-        rel = f"tfrecord/{shard_name(f'utk-{self.split}', i, self.n_shards, '.tfrecord')}"
+        rel = f"tfrecord/{shard_name(f'{self.stem}-{self.split}', i, self.n_shards, '.tfrecord')}"
         self.paths.append(rel)
         self._file = open(self.dir.parent / rel, "wb")
         self._sha = hashlib.sha256()
@@ -80,23 +89,24 @@ class TFRecordWriter:
 
 
 class HDF5Writer:
-    """hdf5/utk-{split}.h5 (sharded past HDF5_SHARD_BYTES): images (N,S,S,3) uint8 RGB, one chunk each.
+    """hdf5/{stem}-{split}.h5 (sharded past HDF5_SHARD_BYTES): images (N,S,S,3) uint8 RGB, one chunk each,
+    `labels`, one dataset per label field (int64 or utf-8 strings), `filenames`.
 
     Why the low-level path: HDF5 has one writer per file. The files are therefore created up front
     with every image chunk allocated (uncompressed, never filled), and worker processes write
-    pixels straight to each chunk's byte offset (datakit.datasets.utk.emit). The small per-image columns
+    pixels straight to each chunk's byte offset (datakit.builder.emit). The small per-image columns
     are written through h5py when the writer closes. The result is an ordinary chunked HDF5 file.
     """
 
-    def __init__(self, root: Path, split: str, n_records: int, size: int, classes: list[str],
+    def __init__(self, root: Path, split: str, n_records: int, size: int, classes: list[str], fields, stem: str,
                  shard_bytes: int = HDF5_SHARD_BYTES):
         self.dir = root / "hdf5"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.size, self.classes = size, classes
+        self.size, self.classes, self.fields = size, classes, tuple(fields)
         n_shards = max(1, math.ceil(n_records * size * size * 3 / shard_bytes))
         self.per_shard = max(1, math.ceil(n_records / n_shards))
         rows = [min(self.per_shard, n_records - i * self.per_shard) for i in range(n_shards)]
-        stem = f"utk-{split}"
+        stem = f"{stem}-{split}"
         self.paths = [f"hdf5/{stem}.h5"] if n_shards == 1 else \
             [f"hdf5/{shard_name(stem, i, n_shards)}.h5" for i in range(n_shards)]
         self.hashes: dict[str, str] = {}
@@ -116,8 +126,8 @@ class HDF5Writer:
             dcpl.set_obj_track_times(False)
             h5py.h5d.create(f.id, b"images", h5py.h5t.NATIVE_UINT8, space, dcpl=dcpl)
 
-    def close(self, columns: list[tuple[int, int, int, int, int, str]]) -> None:
-        """Finish every shard. `columns[row] = (row, label, age, gender, race, filename)` for the rows
+    def close(self, columns: list[tuple[int, int, dict, str]]) -> None:
+        """Finish every shard. `columns[row] = (row, label, label fields, filename)` for the rows
         that were written, in row order; rows missing from it (pictures dropped under
         --allow-short) are squeezed out."""
         for shard, rel in enumerate(self.paths):
@@ -130,17 +140,23 @@ class HDF5Writer:
                         images[new] = images[c[0] - lo]
                 if len(mine) != images.shape[0]:
                     images.resize(len(mine), axis=0)
-                for j, key in enumerate(("labels", "age", "gender", "race"), start=1):
-                    f.create_dataset(key, data=np.array([c[j] for c in mine], dtype=np.int64), track_times=False)
-                f.create_dataset("filenames", data=np.array([c[5] for c in mine], dtype=object),
+                f.create_dataset("labels", data=np.array([c[1] for c in mine], dtype=np.int64), track_times=False)
+                for fld in self.fields:
+                    values = [c[2][fld.name] for c in mine]
+                    if fld.kind == "int":
+                        f.create_dataset(fld.name, data=np.array(values, dtype=np.int64), track_times=False)
+                    else:
+                        f.create_dataset(fld.name, data=np.array(values, dtype=object),
+                                         dtype=h5py.string_dtype("utf-8"), track_times=False)
+                f.create_dataset("filenames", data=np.array([c[3] for c in mine], dtype=object),
                                  dtype=h5py.string_dtype("utf-8"), track_times=False)
                 f.attrs["class_names"] = np.array(self.classes, dtype=h5py.string_dtype("utf-8"))
                 f.attrs["size"] = self.size
 
 
-def write_features_json(root: Path) -> tuple[str, str]:
+def write_features_json(root: Path, table: dict) -> tuple[str, str]:
     rel = "tfrecord/features.json"
-    data = json.dumps({"features": FEATURES,
+    data = json.dumps({"features": table,
                        "parse": "tf.io.parse_single_example(record, {name: tf.io.FixedLenFeature([], "
                                 "tf.string or tf.int64)})"}, indent=2).encode()
     (root / rel).write_bytes(data)

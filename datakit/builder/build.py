@@ -1,0 +1,355 @@
+"""`build`: scan -> classes -> near-duplicate groups -> select -> decode (worker processes) ->
+write folders / TFRecord / HDF5 -> manifest.
+
+A dataset enters through a `Recipe`: its label source (what names every candidate and its label
+fields), how fields make classes, and its names for files and manifest; `BuildOptions` holds the
+options every build shares. UTKFace (datakit.datasets.utk) and any labelled folder
+(datakit.datasets.folder) are recipes.
+
+Safety: everything is written under OUT/.partial and moved into place only when complete;
+manifest.json is written last and is the only sign of a complete build. OUT/.datakit-build marks
+a folder as datakit's, so a build killed half-way is recognised and simply redone.
+Memory: pictures stream through worker processes a chunk at a time; nothing holds the data set.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import threading
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from datakit import __version__
+from datakit.atomic import remove, sha256_file, write_text
+from datakit.builder import emit, neargroups
+from datakit.builder.classes import Allowed, Classes, Field, resolve
+from datakit.builder.scan import scan
+from datakit.builder.select import Plan, select, shortage_table
+from datakit.builder.writers import (HDF5_SHARD_BYTES, RESERVED, HDF5Writer, TFRecordWriter, features,
+                                     write_features_json)
+from datakit.errors import DatakitError
+from datakit.progress import null_progress
+
+FORMATS = ("folders", "tfrecord", "hdf5")
+COMMANDS = ("build-utk", "build")
+MARKER = ".datakit-build"
+PARTIAL = ".partial"
+MANIFEST = "manifest.json"
+CHUNK = 32  # pictures per task sent to a worker process
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What every build takes, validated once (errors name the parameter)."""
+
+    per_class: int = 700
+    size: int = 200
+    formats: tuple = FORMATS
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    seed: int = 0
+    workers: int | None = None
+    allow_short: bool = False
+    overwrite: bool = False
+    near_duplicates: str = "group"
+    hdf5_shard_bytes: int = HDF5_SHARD_BYTES
+
+    def __post_init__(self):
+        formats = tuple(dict.fromkeys(self.formats))
+        bad = [f for f in formats if f not in FORMATS]
+        if bad or not formats:
+            raise DatakitError(f"formats: {bad or 'nothing'} not among {', '.join(FORMATS)}", param="formats")
+        object.__setattr__(self, "formats", formats)
+        if not isinstance(self.per_class, int) or self.per_class < 1:
+            raise DatakitError(f"per_class={self.per_class}: must be a positive integer", param="per_class")
+        if not isinstance(self.size, int) or self.size < 8:
+            raise DatakitError(f"size={self.size}: too small (at least 8 pixels)", param="size")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise DatakitError(f"{name}={value}: must be in [0, 1)", param=name)
+        if self.near_duplicates not in neargroups.MODES:
+            raise DatakitError(f"near_duplicates={self.near_duplicates!r}: must be one of "
+                               f"{', '.join(neargroups.MODES)}", param="near_duplicates")
+
+    def manifest(self) -> dict:
+        """The options as manifest.json records them (build-utk's keys first, as before)."""
+        keep = ("per_class", "size", "formats", "val_fraction", "test_fraction", "seed", "allow_short")
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
+        out["near_duplicates"] = self.near_duplicates
+        return out
+
+
+@dataclass
+class Recipe:
+    """One dataset's side of a build (see the module doc)."""
+
+    dataset: str  # registry key of the output ("utk", "folder")
+    command: str  # "build-utk" or "build"
+    stem: str  # file stem: tfrecord/{stem}-{split}.tfrecord-..., hdf5/{stem}-{split}.h5
+    source: object  # label source: .list(src) -> scan.Listing; .fields: tuple[Field]; .declared: {field: Allowed}
+    class_by: tuple[str, ...]
+    class_names: tuple[str, ...] | None = None
+    where: tuple[tuple[str, Allowed], ...] = ()
+    class_keys: tuple[tuple, ...] | None = None  # fixed classes (UTKFace); else resolved from the scan
+    feature_docs: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # the recipe's own options, recorded in the manifest
+    extra: dict = field(default_factory=dict)  # extra top-level manifest keys (UTKFace: races)
+
+    def check(self) -> None:
+        names = [f.name for f in self.source.fields]
+        for f in self.source.fields:
+            if f.name.startswith("image/") or f.name in RESERVED or not f.name:
+                raise DatakitError(f"label field {f.name!r}: the name is reserved (image/..., "
+                                   f"{', '.join(RESERVED)})", param="class_by")
+        missing = [f for f in self.class_by if f not in names]
+        if missing or not self.class_by:
+            raise DatakitError(f"class_by: {missing or 'nothing'} not among the label fields "
+                               f"({', '.join(names)})", param="class_by")
+        unknown = [name for name, _ in self.where if name not in names]
+        if unknown:
+            raise DatakitError(f"where: {unknown} not among the label fields ({', '.join(names)})", param="where")
+
+    def classes(self, found) -> Classes:
+        if self.class_keys is not None:
+            names = self.class_names or tuple("_".join(map(str, k)) for k in self.class_keys)
+            return Classes(self.class_by, self.class_keys, tuple(names), self.where)
+        observed = {tuple(r.labels[f] for f in self.class_by) for r in found.records}
+        return resolve(self.class_by, self.class_names, self.where, observed, self.source.declared)
+
+
+def build(src, out, recipe: Recipe, options: BuildOptions = BuildOptions(), progress=null_progress) -> dict:
+    """Build balanced outputs of the folder `src` under `out` as `recipe` says; returns the manifest."""
+    src, out = Path(src), Path(out)
+    recipe.check()
+    o = options
+    workers = max(1, o.workers or os.cpu_count() or 1)
+    _check_out(src, out, o.overwrite)
+    pool = _pool(workers)  # the worker processes start while this one scans
+    try:
+        found = scan(src, recipe.source, recipe.class_by, workers=1, progress=progress, executor=pool,
+                     near=o.near_duplicates != "keep")
+        classes = recipe.classes(found)
+        found.records, groups, near_entry, near_skipped = neargroups.apply(
+            o.near_duplicates, found.records, found.near, classes)
+        found.skipped += near_skipped
+        plan = select(found, classes, per_class=o.per_class, val_fraction=o.val_fraction,
+                      test_fraction=o.test_fraction, seed=o.seed, allow_short=o.allow_short, groups=groups)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("datakit build output folder; complete only when manifest.json exists\n")
+        tmp = out / PARTIAL
+        remove(tmp)
+        tmp.mkdir()
+        try:
+            written = _write(plan, src, tmp, recipe, o, pool, workers, progress)
+        except BaseException:
+            remove(tmp)
+            raise
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    manifest = {
+        "datakit": {"version": __version__, "command": recipe.command},
+        "dataset": recipe.dataset,
+        "source": str(src.resolve()),
+        "options": {**o.manifest(), **recipe.options},
+        "classes": plan.classes,
+        **recipe.extra,
+        "size": o.size,
+        "splits": plan.splits,
+        "counts": written["counts"],
+        "available": plan.available,
+        "outputs": written["outputs"],
+        "skipped": sorted(found.skipped + written["skipped"], key=lambda s: s["file"]),
+        "ignored": found.ignored,
+        "duplicates": found.duplicates,
+        "near_duplicates": near_entry,
+        "fields": [f.as_dict() for f in recipe.source.fields],
+        **classes.as_dict(),
+        "stem": recipe.stem,
+        "files": dict(sorted(written["files"].items())),
+    }
+    _install(tmp, out)
+    write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def is_complete_build(folder: Path) -> bool:
+    try:
+        meta = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("datakit"), dict) and meta["datakit"].get("command") in COMMANDS
+
+
+def _check_out(src: Path, out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DatakitError(f"{out}: exists and is not a folder")
+    if out.exists() and src.exists() and out.resolve() == src.resolve():
+        raise DatakitError(f"{out}: OUT must differ from SRC")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if is_complete_build(out):
+        if not overwrite:
+            raise DatakitError(f"{out}: holds a complete datakit build; pass --overwrite to replace it")
+    elif (out / MANIFEST).exists():
+        raise DatakitError(f"{out}: has a manifest.json that is not a datakit build manifest; refusing to write")
+    elif not (out / MARKER).exists():
+        raise DatakitError(f"{out}: not empty and not a datakit build; refusing to write into it")
+    # else: an incomplete datakit build (a run killed half-way): it is redone from scratch.
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Replace the previous outputs with the new ones; the old manifest goes first."""
+    (out / MANIFEST).unlink(missing_ok=True)
+    for fmt in FORMATS:
+        remove(out / fmt)
+        if (tmp / fmt).exists():
+            os.replace(tmp / fmt, out / fmt)
+    remove(tmp)
+
+
+class _Now:
+    """A finished 'future' for work done in this process (one worker: no pool)."""
+
+    def __init__(self, fn, *args):
+        self._value = fn(*args)
+
+    def result(self):
+        return self._value
+
+
+# Loaded runtimes whose native threads or fork handlers make a fork of this process risky.
+_FORK_UNSAFE = ("tensorflow", "grpc", "jax", "torch")
+
+
+def start_method() -> str:
+    """How worker processes start: "fork" on Linux when this process runs no other Python thread
+    and has loaded none of _FORK_UNSAFE (instant: the modules are already imported; the case of
+    `datakit build-utk`), else "forkserver": a clean server process imports the worker modules
+    once and forks the workers from itself."""
+    if (sys.platform.startswith("linux") and threading.active_count() == 1
+            and not any(name in sys.modules for name in _FORK_UNSAFE)):
+        return "fork"
+    return "forkserver"
+
+
+def _pool(workers: int):
+    """Worker processes (None for one worker), started at once so that they are ready when the
+    scan starts; a fork server is asked for them on a thread, as it first imports its modules."""
+    if workers <= 1:
+        return None
+    method = start_method()
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["datakit.builder.emit", "datakit.builder.scan"])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    if method == "fork":
+        pool.submit(int)  # forks every worker now, before the pool's own thread starts
+    else:
+        threading.Thread(target=lambda: [pool.submit(int) for _ in range(workers)], daemon=True).start()
+    return pool
+
+
+def _in_order(submit, chunks, window: int):
+    """Results of `submit(chunk)` in chunk order, with at most `window` chunks in flight."""
+    pending: deque = deque()
+    for chunk in chunks:
+        pending.append((chunk, submit(chunk)))
+        if len(pending) >= window:
+            chunk, future = pending.popleft()
+            yield chunk, future.result()
+    while pending:
+        chunk, future = pending.popleft()
+        yield chunk, future.result()
+
+
+def _next_spare(plan: Plan, label: int, split: str):
+    """The class's next spare that may go to `split` (a member of a near-duplicate group already in
+    another split may not)."""
+    spares = plan.reserves[label]
+    for i, rec in enumerate(spares):
+        if plan.spares_split.get(rec.name, split) == split:
+            return spares.pop(i)
+    return None
+
+
+def _write(plan: Plan, src: Path, root: Path, recipe: Recipe, o: BuildOptions, pool, workers: int,
+           progress) -> dict:
+    size, formats = o.size, o.formats
+    fields = recipe.source.fields
+    counts = {split: {name: 0 for name in plan.classes} for split in plan.splits}
+    outputs: dict = {fmt: {} for fmt in formats}
+    files: dict[str, str] = {}
+    skipped: list[dict] = []
+    failed = {name: 0 for name in plan.classes}
+    if "folders" in formats:
+        for split in plan.splits:
+            outputs["folders"][split] = f"folders/{split}"
+            for name in plan.classes:
+                (root / "folders" / split / name).mkdir(parents=True, exist_ok=True)
+    bar = progress(desc="build", total=sum(len(v) for v in plan.slots.values()), unit="img")
+    submit = (lambda fn, *a: pool.submit(fn, *a)) if pool else _Now
+    h5_hashes: dict = {}  # rel -> future: hashing overlaps the next split's work
+    try:
+        for split in plan.splits:
+            slots = plan.slots[split]
+            tfw = (TFRecordWriter(root, split, len(slots), sum(s.record.nbytes + 400 for s in slots), recipe.stem)
+                   if "tfrecord" in formats else None)
+            h5w = (HDF5Writer(root, split, len(slots), size, plan.classes, fields, recipe.stem, o.hdf5_shard_bytes)
+                   if "hdf5" in formats else None)
+            sink = emit.Sink(root=str(root), split=split, size=size, classes=tuple(plan.classes),
+                             folders="folders" in formats, tfrecord=tfw is not None,
+                             h5_paths=tuple(h5w.paths) if h5w else (), h5_per_shard=h5w.per_shard if h5w else 1)
+            tasks = [(row, slot.label, slot.record) for row, slot in enumerate(slots)]
+            chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
+            columns = []
+            for chunk, results in _in_order(lambda c: submit(emit.work, str(src), sink, c), chunks, 2 * workers):
+                for (row, label, record), (err, framed, hashes) in zip(chunk, results):
+                    bar.update(1)
+                    name = plan.classes[label]
+                    while err is not None:  # replace a pick that does not decode by the class's next spare
+                        skipped.append({"file": record.name, "reason": err})
+                        failed[name] += 1
+                        spare = _next_spare(plan, label, split)
+                        if spare is None:
+                            if o.allow_short:
+                                record = None
+                                break
+                            valid = {c: plan.available[c] - failed[c] for c in plan.classes}
+                            raise DatakitError(
+                                f"{src}: class {name} has fewer than {plan.per_class} decodable images after "
+                                f"{failed[name]} failed to decode (last: {record.name}: {err}); nothing written\n"
+                                + shortage_table(plan.classes, valid, plan.per_class))
+                        record = spare
+                        pixels, jpeg, err = emit.load(src, record, size)
+                        if err is None:
+                            framed, hashes = emit.emit(sink, row, label, record, pixels, jpeg)
+                    if record is None:
+                        continue
+                    files.update(hashes)
+                    if tfw:
+                        tfw.add(framed)
+                    columns.append((row, label, record.labels, record.name))
+                    counts[split][name] += 1
+            emit.release()
+            if tfw:
+                tfw.close()
+                outputs["tfrecord"][split] = tfw.paths
+                files.update(tfw.hashes)
+            if h5w:
+                h5w.close(columns)  # every worker's pixel writes returned before its results did
+                outputs["hdf5"][split] = h5w.paths
+                h5_hashes.update({rel: submit(sha256_file, root / rel) for rel in h5w.paths})
+        files.update({rel: future.result() for rel, future in h5_hashes.items()})
+    finally:
+        bar.close()
+    if "tfrecord" in formats:
+        rel, digest = write_features_json(root, features(fields, recipe.feature_docs))
+        files[rel] = digest
+    return {"counts": counts, "outputs": outputs, "files": files, "skipped": skipped}
