@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 DOCTOR = "from datakit import doctor; r = doctor.doctor({path!r}, workers={workers}); print(r['errors'], r['warnings'])"
-IMPORTS = "import datakit.doctor, datakit.readback, h5py, cv2, PIL.Image; print(0, 0)"
+IMPORTS = "import datakit.doctor, datakit.datasets.built, h5py, cv2, PIL.Image; print(0, 0)"
 
 
 def run_child(code: str) -> tuple[float, float, str]:
@@ -57,9 +57,10 @@ def make_build(work: Path) -> tuple[Path, float | None]:
 
 
 def near_dup_timing(build: Path) -> list[str]:
-    from datakit import doctor, neardup, readback
+    from datakit import doctor, neardup
+    from datakit.datasets import open_dataset
 
-    src = readback.open_source(build)
+    src = open_dataset(build)
     hashes = {s: np.array([doctor.measure(it.rgb()).phash for it in src.items(s, "hdf5")], dtype=np.uint64)
               for s in src.splits}
     rng = np.random.default_rng(0)

@@ -25,6 +25,8 @@ def run(args) -> dict:
 
 
 def render(result: dict) -> str:
-    from datakit import demo
-
-    return demo.render(result)
+    lines = [f"datakit demo: outputs under {result['out']}"]
+    for name, outcome in result["steps"].items():
+        lines.append(f"\n== {name} ({outcome['seconds']} s)")
+        lines += outcome["lines"]
+    return "\n".join(lines)

@@ -40,6 +40,23 @@ def run(args) -> dict:
 
 
 def render(result: dict) -> str:
-    from datakit import doctor
+    stats = result.pop("_stats", False)
+    width = max(len(c["check"]) for c in result["checks"])
+    lines = [f"datakit doctor: {result['kind']} {result['path']}"]
+    lines += check_lines(result["checks"], width)
+    if stats:
+        from datakit.textfmt import table
 
-    return doctor.render(result, stats=result.pop("_stats", False))
+        for split, rows in result["colour"].items():
+            lines.append(f"\nper-class colour, {split} ({result['formats'][0]}): mean R G B | pixel std R G B")
+            body = [[name, r["n"], " ".join(f"{v:5.1f}" for v in r["mean"]), " ".join(f"{v:5.1f}" for v in r["std"])]
+                    for name, r in rows.items()]
+            lines += ["  " + line for line in table(body, ["class", "n", "mean RGB", "std RGB"]).splitlines()]
+    lines.append(f"{result['errors']} errors, {result['warnings']} warnings; read {result['pictures_read']} "
+                 f"records in {result['seconds']} s")
+    return "\n".join(lines)
+
+
+def check_lines(checks: list[dict], width: int = 15) -> list[str]:
+    """One line per check: status, name, detail."""
+    return [f"  {c['status']:<7}  {c['check']:<{width}}  {c['detail']}" for c in checks]

@@ -1,10 +1,12 @@
 """`doctor`: the data checks to run before blaming a model that sits at chance.
 
-One streaming pass reads every record of every split in every built format (readback layer, no
+One streaming pass reads every record of every split in every built format (`Dataset.items`, no
 TensorFlow) and keeps per picture only what the checks compare: a content hash of the decoded
 pixels, a 64-bit perceptual hash, an 8x8 thumbnail and the mean colour, plus running per-class
 sums. Memory is therefore a few hundred bytes per picture, never the pixels of a split.
 Each check ends as one `Check(check, status, detail)` with status ok / warning / error.
+The checks are generic; what is dataset-specific (label rules, file checks, the counts to expect,
+the training crop) comes from the `datakit.datasets.Dataset` itself.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datakit import readback
+from datakit.datasets import Dataset, Item, ReadError, open_dataset
 from datakit.neardup import NEAR_BITS, NEAR_THUMB, near_pairs, phash, small, standardized, thumb
 from datakit.progress import null_progress
 
@@ -97,7 +99,7 @@ def _check(name: str, errors: list[str], warnings: list[str] = (), ok: str = "",
 class Scan:
     """One pass over every (format, split): features per record, running class sums, problems found."""
 
-    def __init__(self, src: readback.Source, workers: int | None = None):
+    def __init__(self, src: Dataset, workers: int | None = None):
         self.src = src
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.recs: dict[tuple[str, str], dict[str, list[Rec]]] = {}
@@ -112,10 +114,9 @@ class Scan:
         self.pictures = 0
         self._cache: dict[bytes, tuple[Feat | None, str | None]] = {}  # by encoded bytes
         self._pixels: dict[bytes, Feat] = {}  # by decoded pixels
-        self._name_labels: dict[str, int | str] = {}
 
     # -- measuring (worker threads) ------------------------------------------------------------
-    def _measure_item(self, item: readback.Item, fmt: str):
+    def _measure_item(self, item: Item, fmt: str):
         """(Feat, None) or (None, reason). Identical encoded bytes, or identical decoded pixels, are
         measured once: folders and TFRecord hold the same JPEGs, and HDF5 holds the pixels they
         decode to whenever build-utk kept the source JPEG as it was."""
@@ -137,7 +138,7 @@ class Scan:
             elif feat.encoding != encoding:
                 feat = dataclasses.replace(feat, encoding=encoding)
             out = (feat, None)
-        except readback.ReadError as exc:
+        except ReadError as exc:
             out = (None, str(exc))
         except Exception as exc:  # noqa: BLE001 - a broken record must not stop the other checks
             out = (None, f"{item.where}: {type(exc).__name__}: {exc}")
@@ -172,7 +173,7 @@ class Scan:
     def run(self, progress=null_progress) -> None:
         src = self.src
         n_classes = len(src.classes)
-        bar = progress(desc="doctor", total=_expected_total(src), unit="img")
+        bar = progress(desc="doctor", total=src.expected_total(), unit="img")
         with ThreadPoolExecutor(self.workers) as pool:
             for fmt in src.formats:
                 for split in src.splits:
@@ -194,7 +195,7 @@ class Scan:
                             label = -1
                         else:
                             counts[label] += 1
-                            self._check_item_labels(fmt, item, label)
+                            self._check_item_labels(fmt, item)
                         if err is not None:
                             self.decode_errors.append(f"{fmt}: {err}")
                         elif feat is not None:
@@ -221,111 +222,23 @@ class Scan:
         if problems:
             self.shape_errors.append(f"{fmt}: {item.where}: {', '.join(problems)}")
 
-    def _check_item_labels(self, fmt, item, label: int) -> None:
-        """Labels the record carries besides `label` must agree with it (UTK: also its file name)."""
-        src = self.src
-        name = src.classes[label]
-        problems = []
-        if src.kind == "utk":
-            races = src.races or list(range(len(src.classes) // 2))
-            race, gender = races[label // 2], label % 2
-            from_name = self._label_from_name(item.filename, races)
-            if isinstance(from_name, str):
-                problems.append(f"file name carries no UTKFace labels ({from_name})")
-            elif from_name != label:
-                problems.append(f"labelled {name} but the file name says {src.classes[from_name]}")
-            text = item.meta.get("image/class/text")
-            if text is not None and text != name:
-                problems.append(f"label {label} ({name}) but image/class/text {text!r}")
-            if "race" in item.meta and (item.meta["race"], item.meta["gender"]) != (race, gender):
-                problems.append(f"labelled {name} but race={item.meta['race']} gender={item.meta['gender']}")
-        elif src.kind == "cifar100":
-            from datakit.testing.synthetic_cifar import FINE_TO_COARSE
-
-            fine, coarse = item.meta["fine"], item.meta["coarse"]
-            if fine >= len(FINE_TO_COARSE) or coarse >= 20:
-                problems.append(f"fine {fine} / coarse {coarse} outside 0..99 / 0..19")
-            elif FINE_TO_COARSE[fine] != coarse:
-                problems.append(f"fine label {fine} belongs to coarse class {FINE_TO_COARSE[fine]}, "
-                                f"record says {coarse}")
+    def _check_item_labels(self, fmt, item) -> None:
+        """Labels the record carries besides `label` must agree with it: the dataset's own rules."""
+        problems = self.src.label_problems(item)
         if problems:
             self.label_errors.append(f"{fmt}: {item.where}: {', '.join(problems)}")
-
-    def _label_from_name(self, filename: str, races) -> int | str:
-        got = self._name_labels.get(filename)
-        if got is None:
-            from datakit.datasets.utk.names import NameError_, parse_name
-
-            try:
-                lab = parse_name(filename)
-                got = (races.index(lab.race) * 2 + lab.gender if lab.race in races
-                       else f"race {lab.race} not among the build's races {races}")
-            except NameError_ as exc:
-                got = str(exc)
-            self._name_labels[filename] = got
-        return got
-
-
-def _expected_total(src: readback.Source) -> int | None:
-    """Records the scan will read (for the progress bar): manifest counts, or CIFAR file sizes."""
-    if src.kind == "utk":
-        return sum(sum((src.expected_counts(s) or {}).values()) for s in src.splits) * len(src.formats) or None
-    try:
-        return sum((src.root / f).stat().st_size // src.spec.record_bytes for fs in src.files.values() for f in fs)
-    except OSError:
-        return None
 
 
 # -- the checks --------------------------------------------------------------------------------
 
-def _files_utk(src: readback.UTKBuild, scan: Scan, file_hashes: dict[str, str | None]) -> Check:
-    listed = src.manifest.get("files", {})
-    errors = []
-    actual = dict(file_hashes)
-    actual.update(scan.folder_hashes)
-    for rel, digest in listed.items():
-        got = actual.get(rel, "missing")
-        if got is None or got == "missing":
-            if not (src.root / rel).is_file():
-                errors.append(f"{rel}: missing")
-        elif got != digest:
-            errors.append(f"{rel}: changed since the build (sha256 differs from the manifest)")
-    for fmt in src.formats:
-        base = src.root / fmt
-        if not base.is_dir():
-            errors.append(f"{fmt}/: missing")
-            continue
-        for dirpath, _, names in os.walk(base):
-            for n in names:
-                rel = Path(dirpath, n).relative_to(src.root).as_posix()
-                if rel not in listed:
-                    errors.append(f"{rel}: not written by the build (not in the manifest)")
-    n = len(listed)
-    return _check("files", errors, ok=f"{n} files match the manifest's sha256", what="file problems")
+def _files(src: Dataset, scan: Scan, file_hashes: dict[str, str | None]) -> Check:
+    hashes = dict(file_hashes)
+    hashes.update(scan.folder_hashes)
+    report = src.check_files(hashes)
+    return _check("files", report.errors, report.warnings, ok=report.ok, what="file problems")
 
 
-def _files_cifar(src: readback.CifarFolder) -> Check:
-    errors, warnings, found = [], [], []
-    s = src.spec
-    for split, files in src.files.items():
-        for name in files:
-            path = src.root / name
-            if not path.is_file():
-                errors.append(f"{name}: missing")
-                continue
-            n, rest = divmod(path.stat().st_size, s.record_bytes)
-            if rest:
-                errors.append(f"{name}: {path.stat().st_size} bytes, not a whole number of "
-                              f"{s.record_bytes}-byte records")
-            official = src.official_records(name)
-            if n != official:
-                warnings.append(f"{name}: {n} records, the official file has {official} (a subset or a synthetic set?)")
-            found.append(f"{name} {n}")
-    return _check("files", errors, warnings, ok=f"{s.title} record counts as published: {', '.join(found)}",
-                  what="file problems")
-
-
-def _balance(src: readback.Source, scan: Scan) -> Check:
+def _balance(src: Dataset, scan: Scan) -> Check:
     errors, warnings, parts = [], [], []
     for split in src.splits:
         ref = None
@@ -349,20 +262,11 @@ def _balance(src: readback.Source, scan: Scan) -> Check:
             parts.append(f"{split} {lo}..{hi}")
         else:
             parts.append(f"{split} {len(ref)} x {lo}")
-    if src.kind == "utk" and not src.manifest.get("options", {}).get("allow_short", False):
-        per_class = src.manifest.get("options", {}).get("per_class")
-        totals = defaultdict(int)
-        for split in src.splits:
-            for c, n in (src.expected_counts(split) or {}).items():
-                totals[c] += n
-        short = [f"{c} {n}" for c, n in totals.items() if per_class is not None and n != per_class]
-        if short:
-            errors.append(f"manifest: classes not at --per-class {per_class}: {', '.join(short)}")
-    where = "as the manifest says" if src.kind == "utk" else "balanced"
-    return _check("balance", errors, warnings, ok=f"{', '.join(parts)} ({where})", what="count problems")
+    errors.extend(src.count_problems())
+    return _check("balance", errors, warnings, ok=f"{', '.join(parts)} ({src.balance_basis})", what="count problems")
 
 
-def _formats_agree(src: readback.Source, scan: Scan) -> Check:
+def _formats_agree(src: Dataset, scan: Scan) -> Check:
     if len(src.formats) < 2:
         return Check("formats-agree", OK, f"one format ({src.formats[0]}): nothing to compare")
     errors = []
@@ -404,7 +308,7 @@ def _by_digest(scan: Scan, fmt: str, split: str) -> dict[bytes, list[str]]:
     return out
 
 
-def _duplicates(src: readback.Source, scan: Scan) -> tuple[Check, Check]:
+def _duplicates(src: Dataset, scan: Scan) -> tuple[Check, Check]:
     within, across = {}, {}
     for fmt in src.formats:
         groups = {split: _by_digest(scan, fmt, split) for split in src.splits}
@@ -426,7 +330,7 @@ def _duplicates(src: readback.Source, scan: Scan) -> tuple[Check, Check]:
                    what="identical pictures in two splits"))
 
 
-def _near_duplicates(src: readback.Source, scan: Scan) -> Check:
+def _near_duplicates(src: Dataset, scan: Scan) -> Check:
     fmt = src.formats[0]
     flat = {}
     for split in src.splits:
@@ -462,7 +366,7 @@ def _near_duplicates(src: readback.Source, scan: Scan) -> Check:
                   what="near-identical pictures in two splits")
 
 
-def colour_table(src: readback.Source, scan: Scan) -> dict:
+def colour_table(src: Dataset, scan: Scan) -> dict:
     """{split: {class: {"n", "mean": [r, g, b], "std": [r, g, b], "image_mean_std": [r, g, b]}}} (first format)."""
     fmt = src.formats[0]
     out = {}
@@ -487,7 +391,7 @@ def colour_table(src: readback.Source, scan: Scan) -> dict:
 MIN_CLASS_N = 20  # class colour moments from fewer pictures are too noisy to call a class suspect
 
 
-def _colour_stats(src: readback.Source, scan: Scan, table: dict) -> Check:
+def _colour_stats(src: Dataset, scan: Scan, table: dict) -> Check:
     """A class whose colour moments sit far outside those of all other classes (all splits pooled),
     or differ between splits beyond sampling error, is suspect (a channel swap, a mislabelled class)."""
     warnings = []
@@ -528,7 +432,7 @@ def _colour_stats(src: readback.Source, scan: Scan, table: dict) -> Check:
                   what="suspect classes")
 
 
-def _colour_outliers(src: readback.Source, scan: Scan) -> Check:
+def _colour_outliers(src: Dataset, scan: Scan) -> Check:
     """Pictures whose mean colour is far from their own class and typical of another one: a swapped
     label shows here when classes differ in colour (it cannot when they differ only in shape)."""
     fmt = src.formats[0]
@@ -571,12 +475,11 @@ def _colour_outliers(src: readback.Source, scan: Scan) -> Check:
                   what="pictures that look like another class")
 
 
-def training_augment(kind: str):
-    """The training augmentation config the pipelines apply to this kind of data (datakit.pipelines)."""
-    from datakit import pipelines
+def training_augment(src: Dataset):
+    """The training augmentation config the pipelines apply to this dataset (its own training crop)."""
     from datakit.augment import Augment
 
-    return Augment(crop=pipelines.CIFAR_CROP if kind.startswith("cifar") else pipelines.UTK_CROP)
+    return Augment(crop=src.default_crop)
 
 
 def augment_check(aug) -> Check:
@@ -593,26 +496,24 @@ def augment_check(aug) -> Check:
 def doctor(path, label_mode: str | None = None, workers: int | None = None, progress=null_progress) -> dict:
     """Run every check on a build-utk output or a CIFAR folder; returns the checks and the figures."""
     t0 = time.perf_counter()
-    src = readback.open_source(path, label_mode)
+    src = open_dataset(path, label_mode)
     scan = Scan(src, workers)
     file_hashes: dict[str, str | None] = {}
     hasher = None
-    if src.kind == "utk":
-        listed = [rel for rel in src.manifest.get("files", {}) if not rel.startswith("folders/")]
+    listed = src.hashed_files()
+    if listed:
         hasher = threading.Thread(target=_hash_files, args=(src.root, listed, file_hashes), daemon=True)
         hasher.start()
     scan.run(progress)
     if hasher is not None:
         hasher.join()
-    checks = [_files_utk(src, scan, file_hashes) if src.kind == "utk" else _files_cifar(src)]
+    checks = [_files(src, scan, file_hashes)]
     checks.append(_check("decode", scan.read_errors + scan.decode_errors,
                          ok=f"all {scan.pictures} records of {', '.join(src.formats)} read and decode",
                          what="unreadable records"))
     checks.append(_check("shapes", scan.shape_errors, ok=f"every picture {src.size} x {src.size} x 3 RGB",
                          what="pictures of the wrong shape"))
-    label_ok = "labels in range" + (", matching file names, class texts and race/gender fields"
-                                    if src.kind == "utk" else "")
-    checks.append(_check("labels", scan.label_errors, ok=label_ok, what="label problems"))
+    checks.append(_check("labels", scan.label_errors, ok="labels in range" + src.label_rules, what="label problems"))
     checks.append(_balance(src, scan))
     checks.append(_formats_agree(src, scan))
     checks.extend(_duplicates(src, scan))
@@ -620,10 +521,10 @@ def doctor(path, label_mode: str | None = None, workers: int | None = None, prog
     table = colour_table(src, scan)
     checks.append(_colour_stats(src, scan, table))
     checks.append(_colour_outliers(src, scan))
-    checks.append(augment_check(training_augment(src.kind)))
+    checks.append(augment_check(training_augment(src)))
     errors = sum(c.status == ERROR for c in checks)
     warnings = sum(c.status == WARNING for c in checks)
-    return {"path": str(src.root), "kind": src.kind, "classes": src.classes, "splits": src.splits,
+    return {"path": str(src.root), "kind": src.key, "classes": src.classes, "splits": src.splits,
             "formats": src.formats, "pictures_read": scan.pictures, "checks": [c.as_dict() for c in checks],
             "findings": {c.check: c.items for c in checks if c.items},
             "errors": errors, "warnings": warnings, "colour": table,
@@ -638,63 +539,3 @@ def _hash_files(root: Path, rels: list[str], out: dict) -> None:
             out[rel] = sha256_file(root / rel)
         except OSError:
             out[rel] = None
-
-
-def render(result: dict, stats: bool = False) -> str:
-    width = max(len(c["check"]) for c in result["checks"])
-    lines = [f"datakit doctor: {result['kind']} {result['path']}"]
-    for c in result["checks"]:
-        lines.append(f"  {c['status']:<7}  {c['check']:<{width}}  {c['detail']}")
-    if stats:
-        from datakit.textfmt import table
-
-        for split, rows in result["colour"].items():
-            lines.append(f"\nper-class colour, {split} ({result['formats'][0]}): mean R G B | pixel std R G B")
-            body = [[name, r["n"], " ".join(f"{v:5.1f}" for v in r["mean"]), " ".join(f"{v:5.1f}" for v in r["std"])]
-                    for name, r in rows.items()]
-            lines += ["  " + line for line in table(body, ["class", "n", "mean RGB", "std RGB"]).splitlines()]
-    lines.append(f"{result['errors']} errors, {result['warnings']} warnings; read {result['pictures_read']} "
-                 f"records in {result['seconds']} s")
-    return "\n".join(lines)
-
-
-def plant_leak(build: Path, dest: Path) -> str:
-    """Copy `build` to `dest` with one train picture copied into val under a second name (folders
-    only): what the demo shows doctor catching. Returns the new file's path relative to `dest`."""
-    import shutil
-
-    from datakit.atomic import remove
-
-    remove(dest)
-    shutil.copytree(build, dest)
-    train = sorted((dest / "folders" / "train").rglob("*.jpg"))[0]
-    age, gender, race = train.name.split("_")[:3]  # the same labels under a new UTKFace name
-    copy = dest / "folders" / "val" / train.parent.name / f"{age}_{gender}_{race}_20991231235959999.jpg.chip.jpg"
-    shutil.copyfile(train, copy)
-    return copy.relative_to(dest).as_posix()
-
-
-def demo_step(folder: Path, seed: int, progress=null_progress) -> dict:
-    """`datakit demo`: doctor on the demo's build, on a copy with a planted leak, and on its CIFAR-10."""
-    build = folder.parent / "build-utk" / "build"
-    if not (build / "manifest.json").exists():
-        from datakit.errors import DatakitError
-
-        raise DatakitError(f"{build}: the demo's build-utk step did not run first")
-    clean = doctor(build, progress=progress)
-    lines = [f"doctor {build}"] + ["  " + line for line in render(clean).splitlines()[1:]]
-    planted = plant_leak(build, folder / "leaky-build")
-    leaky = doctor(folder / "leaky-build", progress=progress)
-    lines.append(f"doctor on a copy with one train picture copied into val as {planted}: exit status "
-                 f"{1 if leaky['errors'] else 0}")
-    lines += [f"  {c['status']:<7}  {c['check']:<15}  {c['detail']}" for c in leaky["checks"] if c["status"] == ERROR]
-    result = {"clean": {k: clean[k] for k in ("errors", "warnings", "checks", "seconds")},
-              "leaky": {k: leaky[k] for k in ("errors", "warnings", "checks")}, "lines": lines}
-    cifar_dir = folder.parent / "fetch-cifar10" / "cifar10"
-    if cifar_dir.is_dir():
-        c = doctor(cifar_dir, progress=progress)
-        lines.append(f"doctor {cifar_dir}: {c['errors']} errors, {c['warnings']} warnings "
-                     f"(the synthetic set is not the published size, and its pictures are one template per "
-                     f"class plus noise, hence near-duplicates)")
-        result["cifar10"] = {k: c[k] for k in ("errors", "warnings", "checks")}
-    return result

@@ -2,7 +2,7 @@
 
 Why read back: a wrong label, a swapped channel order or a broken picture in one format shows only
 when that format itself is decoded, so the sheet is drawn from exactly what a training job would
-read (readback layer, no TensorFlow). The split is streamed once: every record is counted, and only
+read (`Dataset.items`, no TensorFlow). The split is streamed once: every record is counted, and only
 the first `per_class` pictures of each class are decoded and kept.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from datakit import readback
+from datakit.datasets import Dataset, ReadError, open_dataset
 from datakit.atomic import write_bytes
 from datakit.errors import DatakitError
 from datakit.progress import null_progress
@@ -49,7 +49,7 @@ def _cell(pixels: np.ndarray, side: int) -> Image.Image:
     return im.resize((side, side), Image.Resampling.NEAREST if up else Image.Resampling.LANCZOS)
 
 
-def collect(src: readback.Source, split: str, fmt: str, per_class: int, progress=null_progress) -> dict:
+def collect(src: Dataset, split: str, fmt: str, per_class: int, progress=null_progress) -> dict:
     """Stream one split: counts per label, the first `per_class` decodable pictures of each label."""
     n = len(src.classes)
     counts: dict[int, int] = {}
@@ -64,21 +64,21 @@ def collect(src: readback.Source, split: str, fmt: str, per_class: int, progress
         if len(chosen) < per_class:
             try:
                 chosen.append((np.array(item.rgb()), item.filename))
-            except readback.ReadError as exc:
+            except ReadError as exc:
                 problems.append(str(exc))
     bar.close()
     return {"counts": counts, "picks": picks, "problems": problems}
 
 
-def augment_pictures(pictures: list[np.ndarray], kind: str, seed: int = 0) -> list[np.ndarray]:
-    """The pictures after the training augmentation the pipelines apply (datakit.augment's fused
-    batch function with seeded draws), de-standardized for display by min-max per picture."""
+def augment_pictures(pictures: list[np.ndarray], src: Dataset, seed: int = 0) -> list[np.ndarray]:
+    """The pictures after the training augmentation the pipelines apply to `src` (datakit.augment's
+    fused batch function with seeded draws), de-standardized for display by min-max per picture."""
     from datakit import augment
     from datakit.doctor import training_augment
 
     if not pictures:
         return []
-    aug = training_augment(kind)
+    aug = training_augment(src)
     batch = np.stack(pictures)
     draws = augment.draw(aug, len(batch), batch.shape[1:3], augment.seed_pair(seed))
     out = np.asarray(augment.apply_fast(aug, batch, draws))
@@ -142,7 +142,7 @@ def contact_sheet(path, out, split: str = "train", per_class: int = 8, fmt: str 
     """
     if per_class < 1:
         raise DatakitError(f"--per-class {per_class}: must be at least 1")
-    src = readback.open_source(path, label_mode)
+    src = open_dataset(path, label_mode)
     split, fmt = src.check_split(split), src.check_format(fmt)
     thumb = thumb or (96 if len(src.classes) <= 20 else 56)
     if thumb < 16:
@@ -152,13 +152,13 @@ def contact_sheet(path, out, split: str = "train", per_class: int = 8, fmt: str 
     augment_desc = None
     if augmented:
         flat = [(label, name, p) for label, chosen in sorted(picks.items()) for p, name in chosen]
-        shown = augment_pictures([p for _, _, p in flat], src.kind, seed=seed)
+        shown = augment_pictures([p for _, _, p in flat], src, seed=seed)
         picks = {}
         for (label, name, _), p in zip(flat, shown):
             picks.setdefault(label, []).append((p, name))
         from datakit.doctor import training_augment
 
-        augment_desc = training_augment(src.kind).describe()
+        augment_desc = training_augment(src).describe()
     expected = src.expected_counts(split) or {}
     rows = []
     for label, name in enumerate(src.classes):
@@ -186,33 +186,10 @@ def contact_sheet(path, out, split: str = "train", per_class: int = 8, fmt: str 
     if out.parent and not out.parent.exists():
         raise DatakitError(f"{out}: folder {out.parent} does not exist")
     write_bytes(out, buf.getvalue())
-    return {"out": str(out), "source": str(src.root), "kind": src.kind, "split": split, "format": fmt,
+    return {"out": str(out), "source": str(src.root), "kind": src.key, "split": split, "format": fmt,
             "augmented": augmented, "per_class": per_class, "classes": src.classes,
             "counts": {src.classes[k] if k >= 0 else "(label not a class)": v for k, v in sorted(counts.items())},
             "shown": {src.classes[k] if k >= 0 else "(label not a class)": [n for _, n in v]
                       for k, v in sorted(picks.items())},
             "problems": got["problems"], "width": sheet.width, "height": sheet.height, "bytes": len(buf.getvalue()),
             "thumb": thumb, "cells": {name: [list(xy) for xy in row] for (name, _, _), row in zip(rows, cells)}}
-
-
-def demo_step(folder: Path, seed: int, progress=null_progress) -> dict:
-    """`datakit demo`: sheets of the demo's build-utk output (as stored and augmented) and of its CIFAR-10."""
-    build = folder.parent / "build-utk" / "build"
-    if not (build / "manifest.json").exists():
-        raise DatakitError(f"{build}: the demo's build-utk step did not run first")
-    sheet = contact_sheet(build, folder / "preview-train.png", per_class=8, palette=True, progress=progress)
-    aug = contact_sheet(build, folder / "preview-train-augmented.png", per_class=8, augmented=True, seed=seed,
-                        palette=True, progress=progress)
-    lines = [f"preview {build} --palette -o {sheet['out']}",
-             f"  {sheet['width']} x {sheet['height']} px, {sheet['bytes'] // 1024} KB: one row per class, "
-             f"{sheet['per_class']} pictures each, read back from {sheet['format']}",
-             f"preview --augmented -> {aug['out']} (the same pictures after the training augmentation)"]
-    result = {"sheet": sheet["out"], "augmented": aug["out"], "lines": lines}
-    cifar_dir = folder.parent / "fetch-cifar10" / "cifar10"
-    if cifar_dir.is_dir():
-        c = contact_sheet(cifar_dir, folder / "preview-cifar10-train.png", per_class=8, palette=True,
-                          progress=progress)
-        lines.append(f"preview {cifar_dir} -> {c['out']} ({len(c['classes'])} classes)")
-        result["cifar10"] = c["out"]
-    lines.append("  (docs/preview.png in the repository is the first sheet, copied from a demo run)")
-    return result

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from datakit.datasets import cifar
+from datakit.datasets.cifar import binary
 from datakit.testing import synthetic_cifar
 from datakit.errors import DatakitError
 
@@ -133,7 +134,7 @@ def test_label_out_of_range_names_file_and_record(tmp_path):
 def test_many_records_span_reader_chunks(tmp_path, monkeypatch):
     """Files larger than one thread's chunk, on several threads, still come out in file order."""
     synthetic_cifar.make_cifar100_dir(tmp_path, train=250, test=3, seed=9)
-    monkeypatch.setattr(cifar, "_CHUNK_RECORDS", 64)
+    monkeypatch.setattr(binary, "_CHUNK_RECORDS", 64)
     images, fine = cifar.load(tmp_path, "train", workers=3)
     ref_labels, ref_images = parse_records(tmp_path / "cifar-100-binary" / "train.bin", 2)
     assert fine.tolist() == [lab[1] for lab in ref_labels] and np.array_equal(images, ref_images)

@@ -405,7 +405,7 @@ def test_sharded_outputs(tmp_path, monkeypatch):
     """Several TFRecord shards and HDF5 files per split are all read and checked."""
     from datakit.testing import synthetic
     from datakit.datasets import utk
-    from datakit.datasets.utk import writers
+    from datakit.builder import writers
 
     src = tmp_path / "src"
     synthetic.make_utk_folder(src, per_cell=10, races=(2, 3), seed=8, size=32)

@@ -11,7 +11,8 @@ import pytest
 from conftest import synthetic_build
 from PIL import Image, ImageDraw
 
-from datakit import preview, readback
+from datakit import preview
+from datakit.datasets import open_dataset
 from datakit.errors import DatakitError
 from datakit.testing.synthetic import RACE_COLOURS
 
@@ -44,7 +45,7 @@ def test_sheet_from_each_format(build, tmp_path, fmt):
     assert sheet.size == (result["width"], result["height"]) and min(sheet.size) >= 300
     classes = result["classes"]
     assert list(result["counts"]) == classes and set(result["counts"].values()) == {8}
-    src = readback.open_source(build)
+    src = open_dataset(build)
     pictures = {it.filename: it.rgb() for it in src.items("train", fmt)}
     for k, name in enumerate(classes):
         shown = result["shown"][name]
@@ -144,14 +145,14 @@ def test_augmented_view(build, tmp_path):
     plain = preview.contact_sheet(build, tmp_path / "plain.png", per_class=3, thumb=48)
     aug = preview.contact_sheet(build, tmp_path / "aug.png", per_class=3, thumb=48, augmented=True, seed=5)
     assert aug["shown"] == plain["shown"]  # the same pictures ...
-    src = readback.open_source(build)
+    src = open_dataset(build)
     pictures = [it.rgb() for it in src.items("train", "folders")][:4]
-    shown = preview.augment_pictures(pictures, "utk", seed=5)
+    shown = preview.augment_pictures(pictures, src, seed=5)
     assert [p.shape for p in shown] == [(42, 42, 3)] * 4  # ... cropped to 0.88 of 48 px by the training config
     assert all(p.min() == 0 and p.max() == 255 for p in shown)
-    again = preview.augment_pictures(pictures, "utk", seed=5)
+    again = preview.augment_pictures(pictures, src, seed=5)
     assert all(np.array_equal(a, b) for a, b in zip(shown, again))  # seeded
-    other = preview.augment_pictures(pictures, "utk", seed=6)
+    other = preview.augment_pictures(pictures, src, seed=6)
     assert not all(np.array_equal(a, b) for a, b in zip(shown, other))
     sheet_plain = cell(Image.open(plain["out"]), plain, "white_male", 0)
     sheet_aug = cell(Image.open(aug["out"]), aug, "white_male", 0)
