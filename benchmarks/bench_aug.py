@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from datakit import bench
+    from datakit_cli.bench_aug import render
 
     runs = []
     for threads in [int(t) for t in args.threads.split(",")]:
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
             runs.append(r)
             if not args.json:
                 print(f"\n== threads {threads}, comparison {rep + 1}/{args.repeats}")
-                print(bench.render(r))
+                print(render(r))
                 sys.stdout.flush()
     summary = {}
     for r in runs:

@@ -34,11 +34,14 @@ from service_procs import Cluster  # noqa: E402
 
 def files_rate(impl: str, data: str, kw: dict) -> float:
     """The workers' pipeline (CIFAR files -> decode -> augment) run in this process, timed like bench-aug."""
-    from datakit import bench, pipelines
+    import dataclasses
 
-    p = pipelines._cifar_files("cifar10", data, "train", None, service=None, processing_mode=None,
-                               batch_size=kw["batch"], augment=None, impl=impl, shuffle=None, seed=0, repeat=True,
-                               device="cpu", threads=kw["threads"], drop_remainder=None)
+    from datakit import bench, pipelines
+    from datakit.datasets.cifar.dataset import CifarDataset
+
+    streamed = dataclasses.replace(CifarDataset(data).tf_source("train"), load=None)  # read as the workers do
+    p = pipelines.from_source(streamed, "train", batch_size=kw["batch"], impl=impl, seed=0, repeat=True,
+                              device="cpu", threads=kw["threads"])
     it = iter(p)
     for _ in range(10):
         next(it)

@@ -25,7 +25,7 @@ def add_arguments(p):
     p.add_argument("--data", default=None, metavar="DIR",
                    help="folder holding cifar-10-batches-bin/ (default, or 'synthetic': synthetic CIFAR-shaped data)")
     p.add_argument("--images", type=positive_int, default=10000, metavar="N", help="synthetic data set size")
-    p.add_argument("--impl", type=str_list, default=["reference", "fast", "crop+cast"], metavar="LIST",
+    p.add_argument("--impl", "--impls", dest="impl", type=str_list, default=["reference", "fast", "crop+cast"], metavar="LIST",
                    help="comma-separated among reference, fast, crop+cast (the bound), fast-nojit (fast without XLA)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="auto: the GPU when TensorFlow sees one")
@@ -48,6 +48,19 @@ def run(args) -> dict:
 
 
 def render(result: dict) -> str:
-    from datakit import bench
+    """The table of a `datakit.bench.bench_aug` result, the speed ratios and the notes."""
+    from datakit.textfmt import table
 
-    return bench.render(result)
+    rows = [[r["impl"], f"{r['images_per_sec']:,.0f}", f"{r['min_images_per_sec']:,.0f}-{r['max_images_per_sec']:,.0f}",
+             f"{r['ms_per_batch']:.3f}", r["batches"], r["device"]] for r in result["results"]]
+    header = ["impl", "images/s (median)", "range", "ms/batch", "batches", "device"]
+    lines = [f"bench-aug: {result['data']}, batch {result['batch']}, threads {result['threads']} "
+             f"({result['cores']} cores), device {result['device']}, {result['rounds']} rounds",
+             table(rows, header)]
+    if "fast_over_reference" in result:
+        lines.append(f"fast / reference = {result['fast_over_reference']:.2f}x")
+    if "fast_of_bound" in result:
+        lines.append(f"fast reaches {100 * result['fast_of_bound']:.0f}% of the crop+cast bound "
+                     "(a gather + cast of the same batches, one memory pass)")
+    lines += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""`datakit train cifar10|utk`: the bundled reference trainers, with the stuck-at-chance diagnosis."""
+"""`datakit train cifar10|build|utk`: the bundled reference trainers, with the stuck-at-chance diagnosis."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from datakit_cli.common import positive_int
 
 NAME = "train"
-HELP = "train a reference model (cifar10: the TF tutorial's net; utk: small or seed-bad) and diagnose it"
+HELP = "train a reference model (cifar10: the TF tutorial's net; build/utk: small or seed-bad) and diagnose it"
 DESCRIPTION = (
     "Train one of the bundled reference models on data from datakit.pipelines, evaluate it on held-out "
     "data and write the model (.keras), metrics.json, the history as CSV and TensorBoard logs to --out. "
@@ -40,8 +40,8 @@ def _common(p) -> None:
                    help="take the train batches from a tf.data service (`datakit serve`); its workers read --data "
                         "at the same path and augment (the seed then does not apply to the augmentation)")
     p.add_argument("--processing-mode", choices=("parallel_epochs", "distributed_epoch"), default=None,
-                   help="tf.data service mode (default: parallel_epochs for cifar10, distributed_epoch for utk)")
-    # Also accepted after the target (`datakit train utk ... --json`); SUPPRESS keeps a --json given
+                   help="tf.data service mode (default: parallel_epochs for cifar10, distributed_epoch for build)")
+    # Also accepted after the target (`datakit train build ... --json`); SUPPRESS keeps a --json given
     # before the target from being reset by this parser's default.
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                    help="print one machine-readable JSON object on stdout (progress and logs go to stderr)")
@@ -73,12 +73,20 @@ def add_arguments(p):
                    help="update the bar's step/loss/speed figures every N steps (a log line every 10 N)")
     _common(c)
 
-    u = sub.add_parser("utk", help="`small` (or the failing `seed-bad`) on a build-utk output",
+    for target in ("build", "utk"):
+        _build_target(sub, target)
+
+
+def _build_target(sub, target: str) -> None:
+    """`train build` (any builder output) and `train utk`, its first name: the same options."""
+    u = sub.add_parser(target, help="`small` (or the failing `seed-bad`) on a build output" if target == "build"
+                       else "`train build` under its first name (a build-utk output)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Train on the build's train split with flip + mild-crop augmentation, "
                                    "validate on its val split every epoch, keep the best weights, halve the "
-                                   "learning rate after 2 flat epochs and stop after --patience flat epochs.")
-    u.add_argument("--data", required=True, metavar="BUILD_DIR", help="a `datakit build-utk` output folder")
+                                   "learning rate after 2 flat epochs and stop after --patience flat epochs. "
+                                   "Any `datakit build` or `datakit build-utk` output: classes from its manifest.")
+    u.add_argument("--data", required=True, metavar="BUILD_DIR", help="a `datakit build` / `build-utk` output folder")
     u.add_argument("--format", choices=("tfrecord", "hdf5", "folders"), default="tfrecord",
                    help="which of the build's outputs to read")
     u.add_argument("--model", choices=("small", "seed-bad"), default="small",
@@ -118,7 +126,7 @@ def run(args) -> dict:
                                    impl=args.impl, log_every=args.log_every, log=log,
                                    progress=progress_factory(show), service=args.service,
                                    processing_mode=args.processing_mode)
-    return train.train_utk(args.data, format=args.format, model_name=args.model, epochs=args.epochs,
+    return train.train_build(args.data, target=args.target, format=args.format, model_name=args.model, epochs=args.epochs,
                            batch_size=args.batch, shuffle_labels=args.shuffle_labels, check=args.check,
                            lr=args.lr, augment=args.augment, patience=args.patience, seed=args.seed, out=out,
                            log=log, progress=progress_factory(show), service=args.service,
@@ -126,6 +134,33 @@ def run(args) -> dict:
 
 
 def render(result: dict) -> str:
-    from datakit import train
-
-    return train.render(result)
+    """Human summary of a train_cifar10 / train_build result."""
+    lines = []
+    check = result.get("check")
+    if check:
+        lines.append(check["line"])
+    if result["target"] == "cifar10":
+        lines.append(f"cifar10: {result['steps']} steps of {result['batch_size']} "
+                     f"({result['optimizer']}, lr {result['learning_rate']:g}, schedule {result['schedule']})"
+                     + (", SHUFFLED LABELS (control run)" if result["shuffle_labels"] else ""))
+        lines.append(f"precision @ 1 = {result['test_accuracy']:.3f} on {result['test_examples']} test examples "
+                     f"(test loss {result['test_loss']:.3f})")
+    else:
+        lines.append(f"{result['target']}: model {result['model']} on {result['format']}, {result['epochs']} of "
+                     f"{result['max_epochs']} epochs, batch {result['batch_size']}, {result['num_classes']} classes"
+                     + (", SHUFFLED LABELS (control run)" if result["shuffle_labels"] else ""))
+        lines.append(f"best epoch {result['best_epoch']}: val_accuracy {result['val_accuracy']:.3f} "
+                     f"(train accuracy {result['train_accuracy']:.3f}); chance {result['chance']:.3f}")
+        if result.get("still_improving"):
+            lines.append("validation accuracy was still improving at the last epoch: more --epochs may help")
+    if result.get("service"):
+        lines.append(f"train batches from the tf.data service {result['service']} ({result['processing_mode']})")
+    lines.append(f"{result['examples_per_sec']:.1f} examples/sec, {result['sec_per_batch']:.4f} sec/batch, "
+                 f"input wait {result['input_wait_fraction']:.1%} of each step")
+    lines.append(f"final training loss {result['final_loss']:.3f} (ln K = {result['ln_k']:.3f}); "
+                 f"stuck_at_chance: {str(result['stuck_at_chance']).lower()}")
+    lines += result["diagnosis"]
+    if result.get("files"):
+        lines.append("wrote:")
+        lines += [f"  {key:<11} {path}" for key, path in result["files"].items()]
+    return "\n".join(lines)

@@ -381,14 +381,14 @@ def apply_fast(aug: Augment, images, d: Draws, index=None):
     return fn(images, index, d)
 
 
-def fast_batch(aug: Augment, images, labels, key, index=None, stats=None):
+def fast_batch(aug: Augment, images, labels, key, index=None, stats=None, jit: bool | None = None):
     """(augmented batch, labels[index]) with the draws `draw(aug, B, (H, W), key)` made inside the
     compiled code: what the pipelines run per step. labels: [N] (or [B] when index is None);
     stats: `crop_stats(aug, images)` for the in-memory source (one fused pass), or None (the
-    statistics are taken from each batch)."""
+    statistics are taken from each batch); jit: XLA-compile (None: the module default `JIT`)."""
     tf = _tf()
     images, index, (h, w, c) = _batch_args(images, index)
-    _, batch, batch_stats = _fast_fns(aug, h, w, c, JIT)
+    _, batch, batch_stats = _fast_fns(aug, h, w, c, JIT if jit is None else jit)
     key = tf.cast(key, tf.int64)
     if stats is None:
         return batch(images, tf.convert_to_tensor(labels), index, key)

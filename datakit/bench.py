@@ -20,7 +20,6 @@ import time
 from datakit.augment import Augment
 from datakit.errors import DatakitError
 from datakit.progress import null_progress
-from datakit.textfmt import table
 
 IMPLS = ("reference", "fast", "crop+cast", "fast-nojit")
 BOUND = "crop+cast"
@@ -49,22 +48,24 @@ def load_data(data, images: int = 10000, seed: int = 0):
     return x, y, f"{data} (CIFAR-10 train, {len(y)} images)"
 
 
-def _pipeline(impl: str, images, labels, batch: int, threads: int, device: str, seed: int):
-    from datakit import augment, pipelines
+def _options(impl: str, batch: int, threads: int, device: str, seed: int, service: str | None = None,
+             processing_mode: str | None = None):
+    """The PipelineOptions of one implementation: bench-aug's names map onto impl, augment and jit."""
+    from datakit import pipelines
 
-    if impl == UNFUSED:
-        augment.JIT = False  # read when the pipeline's functions are traced, i.e. right here
-        try:
-            return pipelines.from_arrays(images, labels, batch_size=batch, impl="fast", seed=seed, repeat=True,
-                                         threads=threads, device=device, source="bench fast without XLA")
-        finally:
-            augment.JIT = True
+    opts = pipelines.PipelineOptions(batch_size=batch, impl="reference" if impl == "reference" else "fast",
+                                     seed=seed, repeat=True, threads=threads, device=device, service=service,
+                                     processing_mode=processing_mode if service else None, jit=impl != UNFUSED)
     if impl == BOUND:
-        bare = Augment(crop=pipelines.CIFAR_CROP, flip=False, brightness=None, contrast=None, standardize=False)
-        return pipelines.from_arrays(images, labels, batch_size=batch, impl="fast", augment=bare, seed=seed,
-                                     repeat=True, threads=threads, device=device, source="bench crop+cast")
-    return pipelines.from_arrays(images, labels, batch_size=batch, impl=impl, seed=seed, repeat=True,
-                                 threads=threads, device=device, source=f"bench {impl}")
+        opts = opts.replace(augment=Augment(crop=pipelines.CIFAR_CROP, flip=False, brightness=None, contrast=None,
+                                            standardize=False))
+    return opts
+
+
+def _pipeline(impl: str, images, labels, options):
+    from datakit import pipelines
+
+    return pipelines.from_arrays(images, labels, options=options, source=f"bench {impl}")
 
 
 def _service_data(data, images: int, seed: int) -> tuple[str, str, str | None]:
@@ -97,23 +98,11 @@ def _service_data(data, images: int, seed: int) -> tuple[str, str, str | None]:
             f"synthetic data written to {folder}: only workers on this machine can read it (--data DIR for others)")
 
 
-def _service_pipeline(impl: str, data_dir: str, batch: int, threads: int, device: str, seed: int, service: str,
-                      processing_mode: str):
+def _service_pipeline(data_dir: str, options):
     """The same implementations, built by pipelines.cifar10 reading the files on the tf.data service's workers."""
-    from datakit import augment, pipelines
+    from datakit import pipelines
 
-    kw = dict(split="train", batch_size=batch, seed=seed, repeat=True, threads=threads, device=device,
-              service=service, processing_mode=processing_mode)
-    if impl == UNFUSED:
-        augment.JIT = False
-        try:
-            return pipelines.cifar10(data_dir, impl="fast", **kw)
-        finally:
-            augment.JIT = True
-    if impl == BOUND:
-        bare = Augment(crop=pipelines.CIFAR_CROP, flip=False, brightness=None, contrast=None, standardize=False)
-        return pipelines.cifar10(data_dir, impl="fast", augment=bare, **kw)
-    return pipelines.cifar10(data_dir, impl=impl, **kw)
+    return pipelines.cifar10(data_dir, split="train", options=options)
 
 
 def _sync(batch) -> None:
@@ -136,7 +125,7 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
               device: str = "auto", rounds: int = 3, warmup: int = 10, min_seconds: float = 1.0,
               images: int = 10000, seed: int = 0, service: str | None = None,
               processing_mode: str = "parallel_epochs", progress=null_progress) -> dict:
-    """Measure each implementation in `impls`; returns the figures (see `render`).
+    """Measure each implementation in `impls`; returns the figures (rendered by `datakit_cli.bench_aug`).
 
     service="grpc://HOST:PORT": the pipelines read CIFAR-10 files and augment on the tf.data service's
     workers (`datakit serve`); the figure is what the trainer receives."""
@@ -145,23 +134,23 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
     impls = list(dict.fromkeys(impls))
     for impl in impls:
         if impl not in IMPLS:
-            raise DatakitError(f"--impl {impl!r}: expected among {', '.join(IMPLS)}")
+            raise DatakitError(f"impls: {impl!r} is not among {', '.join(IMPLS)}", param="impls")
     if not impls:
-        raise DatakitError("--impl: nothing to measure")
+        raise DatakitError("impls: nothing to measure", param="impls")
     for name, value in (("threads", threads), ("batch", batch), ("steps", steps), ("rounds", rounds)):
-        if not isinstance(value, int) or value < 1:
-            raise DatakitError(f"--{name} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DatakitError(f"{name}={value!r}: expected a positive integer", param=name)
     resolved = pipelines.resolve_device(device)
     service_note = None
     if service is None:
         x, y, described = load_data(data, images, seed)
         if len(y) < batch:
-            raise DatakitError(f"{described}: fewer images than one batch of {batch}")
-        make = lambda impl: _pipeline(impl, x, y, batch, threads, resolved, seed)  # noqa: E731
+            raise DatakitError(f"{described}: fewer images than one batch of {batch}", param="batch")
+        make = lambda impl: _pipeline(impl, x, y, _options(impl, batch, threads, resolved, seed))  # noqa: E731
     else:
         data_dir, described, service_note = _service_data(data, images, seed)
-        make = lambda impl: _service_pipeline(impl, data_dir, batch, threads, resolved, seed, service,  # noqa: E731
-                                              processing_mode)
+        make = lambda impl: _service_pipeline(data_dir, _options(impl, batch, threads, resolved, seed,  # noqa: E731
+                                                                 service, processing_mode))
 
     bar = progress(desc="bench-aug", total=len(impls) * (rounds + 1), unit="window")
     iters, pipes = {}, {}
@@ -215,27 +204,12 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
     return out
 
 
-def render(result: dict) -> str:
-    rows = [[r["impl"], f"{r['images_per_sec']:,.0f}", f"{r['min_images_per_sec']:,.0f}-{r['max_images_per_sec']:,.0f}",
-             f"{r['ms_per_batch']:.3f}", r["batches"], r["device"]] for r in result["results"]]
-    header = ["impl", "images/s (median)", "range", "ms/batch", "batches", "device"]
-    lines = [f"bench-aug: {result['data']}, batch {result['batch']}, threads {result['threads']} "
-             f"({result['cores']} cores), device {result['device']}, {result['rounds']} rounds",
-             table(rows, header)]
-    if "fast_over_reference" in result:
-        lines.append(f"fast / reference = {result['fast_over_reference']:.2f}x")
-    if "fast_of_bound" in result:
-        lines.append(f"fast reaches {100 * result['fast_of_bound']:.0f}% of the crop+cast bound "
-                     "(a gather + cast of the same batches, one memory pass)")
-    lines += [f"note: {n}" for n in result["notes"]]
-    return "\n".join(lines)
-
-
-
 def demo_step(folder, seed: int = 0, progress=null_progress) -> dict:
     """`datakit demo` step: a few seconds of bench-aug on synthetic CIFAR-shaped data."""
     result = bench_aug(threads=16, batch=128, steps=5, rounds=1, warmup=3, min_seconds=0.3, images=1024,
                        seed=seed, progress=progress)
     lines = ["bench-aug --threads 16 --batch 128 (a short run; `datakit bench-aug` measures properly)"]
+    from datakit_cli.bench_aug import render  # this step moves to the demo's own module
+
     lines += ["  " + line for line in render(result).splitlines()]
     return {"bench": result, "lines": lines}

@@ -1,6 +1,8 @@
-"""The bundled reference trainers: `train_cifar10` (the TF tutorial's net) and `train_utk`.
+"""The bundled reference trainers: `train_cifar10` (the TF tutorial's net) and `train_build` (any
+builder output; `train_utk` is its first name). Each trainer is a small `Hyp` plus its data and
+model; one loop (`fit`) and one run (`train`: check, fit, diagnose, write) serve both.
 
-Both run a custom loop (a tf.function train step) instead of `model.fit` so each step can be
+The loop is custom (a tf.function train step) instead of `model.fit` so each step can be
 split into time spent waiting in `next(iterator)` and time spent computing: the input-wait
 fraction says whether the input pipeline keeps the model fed. Both end with the
 stuck-at-chance diagnosis (datakit.diagnose) and write into `out`: model.keras,
@@ -15,6 +17,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -165,7 +168,7 @@ def _prepare_out(out) -> Path | None:
         return None
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise DatakitError(f"{out}: --out exists and is not a folder")
+        raise DatakitError(f"out={str(out)!r} exists and is not a folder", param="out")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -223,7 +226,212 @@ def _bar_note(bar, text: str) -> None:
         bar.set_postfix_str(text, refresh=False)
 
 
-# ----------------------------------------------------------------------------- cifar10
+# ----------------------------------------------------------------------------- the one training loop
+
+
+@dataclass(frozen=True)
+class Hyp:
+    """One trainer's hyperparameters and shape of run (like airbench's `hyp`), read by `fit` and `train`.
+
+    Either `steps` (a step budget over endless batches, evaluated once at the end: cifar10) or
+    `epochs` (passes over the train split, validated after each, early stopping: build).
+    """
+
+    target: str                   # "cifar10", "build" (or its alias "utk"): names the run and its files
+    model: str                    # models.py builder: "cifar10_tutorial", "small", "seed-bad"
+    batch_size: int
+    steps: int | None = None      # step budget (one evaluation at the end)
+    epochs: int | None = None     # epoch cap (validation every epoch)
+    patience: int | None = None   # epochs without a better eval accuracy before stopping (None: never)
+    lr_patience: int | None = None  # epochs without improvement before multiplying the learning rate by lr_factor
+    lr_factor: float = 0.5
+    from_logits: bool = False
+    eval_name: str = "validation"  # what the held-out split is called in the diagnosis ("test" for cifar10)
+    log_every: int = 10           # step mode: bar figures every N steps, a log line every 10 N
+
+
+def fit(model, optimizer, train_ds, eval_ds, hyp: Hyp, relabel=None, board=None, progress=null_progress,
+        log=None) -> dict:
+    """Train and evaluate `model` as `hyp` says; returns {"history", "records", "best", "last_weights", "eval"}.
+
+    One period = `hyp.steps` steps of an endless `train_ds` (step mode) or one pass over it (epoch
+    mode). After each period the eval split is measured; in epoch mode the best weights
+    (eval accuracy) are kept and restored at the end, the learning rate is multiplied by lr_factor
+    after `lr_patience` flat epochs and training stops after `patience` flat epochs.
+    History: one row per step (step mode) or per epoch (epoch mode).
+    """
+    train_step, eval_step = make_steps(model, optimizer, hyp.from_logits)
+    by_step = hyp.steps is not None
+    periods = 1 if by_step else hyp.epochs
+    best = {"accuracy": -1.0, "epoch": 0, "weights": None}
+    history, records = [], []
+    flat = 0
+    bar = progress(desc=f"train {hyp.target}", total=hyp.steps if by_step else periods,
+                   unit="step" if by_step else "epoch")
+    endless = iter(train_ds) if by_step else None
+    try:
+        for period in range(1, periods + 1):
+            t0 = time.perf_counter()
+            it = endless if by_step else iter(train_ds)
+            if relabel is not None:
+                it = ((images, relabel(labels)) for images, labels in it)
+            done = []
+            for rec in timed_steps(train_step, it, hyp.steps):
+                done.append(rec)
+                if not math.isfinite(rec["loss"]):
+                    raise DatakitError(f"train {hyp.target}: loss became {rec['loss']} at step "
+                                       f"{len(records) + len(done)} (learning rate too high?)")
+                if by_step:
+                    _step_row(len(done), rec, optimizer, hyp, history, board, bar, log)
+            if not done:
+                raise DatakitError("training data set is empty")
+            records += done
+            result = evaluate(eval_step, eval_ds)
+            n = sum(r["examples"] for r in done)
+            train_loss = sum(r["cross_entropy"] * r["examples"] for r in done) / n
+            train_acc = sum(r["accuracy"] * r["examples"] for r in done) / n
+            lr = float(optimizer.learning_rate)
+            if board is not None:
+                board.scalars("eval", len(records) if by_step else period,
+                              {"precision_at_1": result["accuracy"], "loss": result["loss"]} if by_step
+                              else {"loss": result["loss"], "accuracy": result["accuracy"]})
+            if by_step:
+                best = {"accuracy": result["accuracy"], "loss": result["loss"], "epoch": 1,
+                        "examples": result["examples"],
+                        "train_accuracy": train_acc, "train_loss": train_loss, "weights": None}
+                break
+            history.append({"epoch": period, "loss": round(train_loss, 6), "accuracy": round(train_acc, 6),
+                            "val_loss": round(result["loss"], 6), "val_accuracy": round(result["accuracy"], 6),
+                            "learning_rate": round(lr, 9), "seconds": round(time.perf_counter() - t0, 3),
+                            "input_wait_sec": round(sum(r["wait"] for r in done), 4)})
+            if board is not None:
+                board.scalars("train", period, {"loss": train_loss, "accuracy": train_acc, "learning_rate": lr})
+            line = (f"epoch {period}: loss {train_loss:.4f} accuracy {train_acc:.4f} - val_loss {result['loss']:.4f} "
+                    f"val_accuracy {result['accuracy']:.4f}")
+            bar.update(1)
+            _bar_note(bar, line.split(": ", 1)[1])
+            if log:
+                log(line)
+            if result["accuracy"] > best["accuracy"]:
+                best = {"accuracy": result["accuracy"], "loss": result["loss"], "epoch": period,
+                        "train_accuracy": train_acc, "train_loss": train_loss, "weights": model.get_weights()}
+                flat = 0
+                continue
+            flat += 1
+            if hyp.patience is not None and flat >= hyp.patience:
+                if log:
+                    log(f"early stop: val_accuracy has not improved for {hyp.patience} epochs "
+                        f"(best {best['accuracy']:.4f} at epoch {best['epoch']})")
+                break
+            if hyp.lr_patience and flat % hyp.lr_patience == 0:
+                optimizer.learning_rate = lr * hyp.lr_factor
+    finally:
+        bar.close()
+    last = model.get_weights()
+    weights = best.pop("weights")
+    if weights is not None:
+        model.set_weights(weights)
+    return {"history": history, "records": records, "best": best, "last_weights": last}
+
+
+def _step_row(i: int, rec: dict, optimizer, hyp: Hyp, history: list, board, bar, log) -> None:
+    eps = rec["examples"] / rec["seconds"]
+    history.append({"step": i, "loss": round(rec["loss"], 6), "cross_entropy": round(rec["cross_entropy"], 6),
+                    "batch_accuracy": round(rec["accuracy"], 6),
+                    "learning_rate": round(float(optimizer.learning_rate), 9),
+                    "examples_per_sec": round(eps, 2), "sec_per_batch": round(rec["seconds"], 6),
+                    "input_wait_sec": round(rec["wait"], 6)})
+    bar.update(1)
+    if i % hyp.log_every == 0 or i == hyp.steps:
+        figures = f"loss = {rec['loss']:.2f} ({eps:.1f} examples/sec; {rec['seconds']:.3f} sec/batch)"
+        _bar_note(bar, figures)
+        if board is not None:
+            board.scalars("train", i, {"loss": rec["loss"], "cross_entropy": rec["cross_entropy"],
+                                       "batch_accuracy": rec["accuracy"], "examples_per_sec": eps,
+                                       "learning_rate": history[-1]["learning_rate"]})
+        if log and i % (hyp.log_every * 10) == 0:
+            log(f"{datetime.now():%Y-%m-%d %H:%M:%S}: step {i}, {figures}")
+
+
+@dataclass
+class Data:
+    """What a trainer trains on: batches, the held-out split, and the dataset's facts the run needs."""
+
+    train: object
+    eval: object
+    num_classes: int
+    class_counts: list[int]       # train pictures per class (the --shuffle-labels prior)
+    train_count: int              # train pictures (one epoch), from the dataset itself
+    rescale: float | None = None  # the model's input scaling (build: 1/255), None for none
+
+
+def train(hyp: Hyp, data: Data, build_model, make_optimizer, opt_info: dict, out=None, check: bool = False,
+          shuffle_labels: bool = False, seed: int = 0, log=None, progress=null_progress) -> dict:
+    """The shared run: first batch -> model (refusals before anything is written) -> --check ->
+    `fit` -> diagnosis -> model.keras, metrics.json, history.csv, tensorboard/ in `out`.
+
+    build_model(input_shape, num_classes, rescale) -> a fresh model; make_optimizer() -> a fresh optimizer.
+    Returns a `Run`: the metrics shared by every trainer (each trainer adds its own keys), the fit."""
+    import keras
+
+    t_start = time.perf_counter()
+    first_images, first_labels = _first_batch(data.train)
+    input_shape = tuple(int(d) for d in first_images.shape[1:])
+
+    def build():
+        return build_model(input_shape, data.num_classes, data.rescale)
+
+    model = build()  # refuses, e.g., images too small for the network before any output exists
+    out = _prepare_out(out)
+    check_result = None
+    if check:
+        check_result = overfit_one_batch(build, make_optimizer, first_images, first_labels, hyp.from_logits)
+        if log:
+            log(check_result["line"])
+        keras.utils.set_random_seed(seed)
+        model = build()
+    board = _Board(out)
+    relabel = shuffled_labels_fn(data.class_counts, seed) if shuffle_labels else None
+    try:
+        result = fit(model, make_optimizer(), data.train, data.eval, hyp, relabel=relabel, board=board,
+                     progress=progress, log=log)
+    finally:
+        board.close()
+    records, best = result["records"], result["best"]
+    tail = records[-max(10, len(records) // 10):]
+    final_ce = float(np.mean([r["cross_entropy"] for r in tail]))
+    diag = diagnose(best["accuracy"], final_ce, data.num_classes, what=hyp.eval_name)
+    service = getattr(data.train, "service", None)
+    metrics = {
+        "target": hyp.target, "model": hyp.model, "batch_size": hyp.batch_size, "num_classes": data.num_classes,
+        **input_wait(records), "final_loss": final_ce, "stuck_at_chance": diag["stuck_at_chance"],
+        "chance": diag["chance"], "ln_k": diag["ln_k"], "diagnosis": diag["lines"], "check": check_result,
+        "shuffle_labels": shuffle_labels, **opt_info, "input_shape": list(input_shape),
+        "parameters": int(model.count_params()), "seed": seed, "train_examples": data.train_count,
+        "service": service, "processing_mode": getattr(data.train, "processing_mode", None) if service else None,
+    }
+    return Run(metrics, result, model, out, t_start)
+
+
+@dataclass
+class Run:
+    """What `train` hands back to the trainer: the shared metrics, the fit result, the model, the folder."""
+
+    metrics: dict
+    fit: dict
+    model: object
+    out: Path | None
+    t_start: float
+
+
+def _write(metrics: dict, model, out: Path | None, history: list[dict], t_start: float) -> dict:
+    metrics["seconds"] = round(time.perf_counter() - t_start, 2)
+    metrics["files"] = _finish(out, model, metrics, history)
+    metrics["out"] = None if out is None else str(out)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- cifar10: the tutorial's net
 
 
 def cifar_optimizer_factory(schedule: str, lr: float | None, batch_size: int, train_examples: int):
@@ -244,7 +452,30 @@ def cifar_optimizer_factory(schedule: str, lr: float | None, batch_size: int, tr
 
         return make, {"optimizer": "sgd", "learning_rate": rate, "decay_steps": decay_steps,
                       "decay_factor": TUTORIAL_DECAY_FACTOR}
-    raise DatakitError(f"--schedule {schedule!r}: expected constant or decay")
+    raise DatakitError(f"schedule={schedule!r}: expected constant or decay", param="schedule")
+
+
+def cifar10_hyp(steps: int = 3000, batch_size: int = 128, log_every: int = 10) -> Hyp:
+    return Hyp(target="cifar10", model="cifar10_tutorial", batch_size=batch_size, steps=steps, from_logits=True,
+               eval_name="test", log_every=log_every)
+
+
+def cifar10_data(data_dir, batch_size: int, seed: int, impl: str, service: str | None = None,
+                 processing_mode: str | None = None) -> Data:
+    """Endless augmented train batches and one pass over the test split (the pipeline's defaults are the
+    tutorial's: random 24x24 crop, flip, brightness, contrast, standardization; test: centre crop)."""
+    from datakit import pipelines
+    from datakit.datasets.cifar.dataset import CifarDataset
+
+    if data_dir is None:
+        raise DatakitError("train cifar10: data_dir is required (a folder holding cifar-10-batches-bin/)",
+                           param="data")
+    dataset = CifarDataset(Path(data_dir).expanduser())
+    served = {"service": service, "processing_mode": processing_mode or "parallel_epochs"} if service else {}
+    train = pipelines.dataset_pipeline(dataset, "train", batch_size=batch_size, impl=impl, seed=seed, repeat=True,
+                                       **served)
+    test = pipelines.dataset_pipeline(dataset, "test", batch_size=batch_size, impl=impl)
+    return Data(train, test, len(dataset.classes), [1] * len(dataset.classes), dataset.count("train"))
 
 
 def train_cifar10(data_dir, steps: int = 3000, batch_size: int = 128, lr: float | None = None,
@@ -262,122 +493,137 @@ def train_cifar10(data_dir, steps: int = 3000, batch_size: int = 128, lr: float 
     from datakit import models
 
     if steps < 1:
-        raise DatakitError(f"--steps {steps}: expected at least 1")
-    t_start = time.perf_counter()
+        raise DatakitError(f"steps={steps}: expected at least 1", param="steps")
     keras.utils.set_random_seed(seed)
     if datasets is None:
-        train_ds, test_ds = cifar10_datasets(data_dir, batch_size, seed, impl, service, processing_mode)
-    else:
+        data = cifar10_data(data_dir, batch_size, seed, impl, service, processing_mode)
+    else:  # CIFAR-10's classes are balanced: the prior is uniform
         train_ds, test_ds = datasets
-    # The decay schedule counts epochs: batches per epoch from the pipeline (CIFAR-10: 50000 / batch).
-    train_examples = getattr(train_ds, "steps_per_epoch", 50000 // batch_size) * batch_size
-    out = _prepare_out(out)
+        data = Data(train_ds, test_ds, 10, [1] * 10, getattr(train_ds, "count", None) or 0)
+    # The decay schedule counts epochs of the dataset's own train split.
+    train_examples = data.train_count or getattr(data.train, "steps_per_epoch", 1) * batch_size
     make_optimizer, opt_info = cifar_optimizer_factory(schedule, lr, batch_size, train_examples)
-    first_images, first_labels = _first_batch(train_ds)
-    input_shape = tuple(int(d) for d in first_images.shape[1:])
-    num_classes = 10
-
-    def build():
-        return models.cifar10_tutorial(input_shape, num_classes, seed=seed)
-
-    check_result = None
-    if check:
-        check_result = overfit_one_batch(build, make_optimizer, first_images, first_labels, from_logits=True)
-        if log:
-            log(check_result["line"])
-
-    model = build()
-    optimizer = make_optimizer()
-    train_step, eval_step = make_steps(model, optimizer, from_logits=True)
-    board = _Board(out)
-    records, history = [], []
-    bar = progress(desc="train cifar10", total=steps, unit="step")
-    iterator = iter(train_ds)
-    if shuffle_labels:  # CIFAR-10's classes are balanced: draw uniformly
-        relabel = shuffled_labels_fn([1] * num_classes, seed)
-        iterator = ((images, relabel(labels)) for images, labels in iterator)
-    try:
-        for i, rec in enumerate(timed_steps(train_step, iterator, steps), 1):
-            records.append(rec)
-            if not math.isfinite(rec["loss"]):
-                raise DatakitError(f"train cifar10: loss became {rec['loss']} at step {i} (learning rate "
-                                   f"{opt_info['learning_rate']} too high?)")
-            eps = rec["examples"] / rec["seconds"]
-            history.append({"step": i, "loss": round(rec["loss"], 6), "cross_entropy": round(rec["cross_entropy"], 6),
-                            "batch_accuracy": round(rec["accuracy"], 6),
-                            "learning_rate": round(float(optimizer.learning_rate), 9),
-                            "examples_per_sec": round(eps, 2), "sec_per_batch": round(rec["seconds"], 6),
-                            "input_wait_sec": round(rec["wait"], 6)})
-            bar.update(1)
-            if i % log_every == 0 or i == steps:
-                line = (f"{datetime.now():%Y-%m-%d %H:%M:%S}: step {i}, loss = {rec['loss']:.2f} "
-                        f"({eps:.1f} examples/sec; {rec['seconds']:.3f} sec/batch)")
-                _bar_note(bar, f"loss = {rec['loss']:.2f} ({eps:.1f} examples/sec; {rec['seconds']:.3f} sec/batch)")
-                board.scalars("train", i, {"loss": rec["loss"], "cross_entropy": rec["cross_entropy"],
-                                           "batch_accuracy": rec["accuracy"], "examples_per_sec": eps,
-                                           "learning_rate": history[-1]["learning_rate"]})
-                if log and log_every and i % (log_every * 10) == 0:
-                    log(line)
-    finally:
-        bar.close()
-    test = evaluate(eval_step, test_ds)
-    board.scalars("eval", len(records), {"precision_at_1": test["accuracy"], "loss": test["loss"]})
-    board.close()
-    tail = records[-max(10, len(records) // 10):]
-    final_ce = float(np.mean([r["cross_entropy"] for r in tail]))
-    diag = diagnose(test["accuracy"], final_ce, num_classes, what="test")
-    speed = input_wait(records)
-    metrics = {
-        "target": "cifar10", "test_accuracy": test["accuracy"], "precision_at_1": test["accuracy"],
-        "test_loss": test["loss"], "test_examples": test["examples"], "steps": len(records),
-        "batch_size": batch_size,
-        **speed, "final_loss": final_ce, "stuck_at_chance": diag["stuck_at_chance"], "chance": diag["chance"],
-        "ln_k": diag["ln_k"], "diagnosis": diag["lines"], "check": check_result, "shuffle_labels": shuffle_labels,
-        "schedule": schedule, **opt_info,
-        "input_shape": list(input_shape), "parameters": int(model.count_params()), "seed": seed, "impl": impl,
-        "data": None if data_dir is None else str(data_dir),
-        "service": getattr(train_ds, "source", "").partition(" via tf.data service ")[2] or None,
-    }
-    metrics["seconds"] = round(time.perf_counter() - t_start, 2)
-    metrics["files"] = _finish(out, model, metrics, history)
-    metrics["out"] = None if out is None else str(out)
-    return metrics
+    hyp = cifar10_hyp(steps, batch_size, log_every)
+    run = train(hyp, data, lambda shape, k, _: models.cifar10_tutorial(shape, k, seed=seed), make_optimizer,
+                opt_info, out=out, check=check, shuffle_labels=shuffle_labels, seed=seed, log=log, progress=progress)
+    test = run.fit["best"]
+    run.metrics.update({"test_accuracy": test["accuracy"], "precision_at_1": test["accuracy"],
+                        "test_loss": test["loss"], "test_examples": test["examples"],
+                        "steps": len(run.fit["records"]), "schedule": schedule, "impl": impl,
+                        "data": None if data_dir is None else str(data_dir)})
+    return _write(run.metrics, run.model, run.out, run.fit["history"], run.t_start)
 
 
-def cifar10_datasets(data_dir, batch_size: int, seed: int, impl: str, service: str | None = None,
-                     processing_mode: str | None = None):
-    """(endless augmented train batches, one pass over the test split) from datakit.pipelines;
-    with `service`, the train batches are made on the tf.data service's workers."""
-    from datakit import pipelines
+# ----------------------------------------------------------------------------- build: any builder output
 
-    if data_dir is None:
-        raise DatakitError("train cifar10: --data DIR is required (a folder holding cifar-10-batches-bin/)")
-    # Defaults of the pipeline are the tutorial's: train = random 24x24 crop, flip, brightness,
-    # contrast, standardization (shuffled, full batches); test = centre crop + standardization.
-    served = {"service": service, "processing_mode": processing_mode or "parallel_epochs"} if service else {}
-    train = pipelines.cifar10(data_dir, split="train", batch_size=batch_size, impl=impl, seed=seed, repeat=True,
-                              **served)
-    test = pipelines.cifar10(data_dir, split="test", batch_size=batch_size, impl=impl)
-    return train, test
+BUILD_EPOCHS = 30         # a cap: early stopping usually ends the run first
+BUILD_PATIENCE = 5        # epochs without a better val_accuracy before stopping
+BUILD_LR_PATIENCE = 2     # epochs without improvement before halving the learning rate
+BUILD_LR_FACTOR = 0.5
+UTK_EPOCHS, UTK_PATIENCE, UTK_LR_PATIENCE, UTK_LR_FACTOR = BUILD_EPOCHS, BUILD_PATIENCE, BUILD_LR_PATIENCE, BUILD_LR_FACTOR
 
 
-# ----------------------------------------------------------------------------- utk
-
-UTK_EPOCHS = 30           # a cap: early stopping usually ends the run first
-UTK_PATIENCE = 5          # epochs without a better val_accuracy before stopping
-UTK_LR_PATIENCE = 2       # epochs without improvement before halving the learning rate
-UTK_LR_FACTOR = 0.5
+def build_hyp(model_name: str = "small", epochs: int = BUILD_EPOCHS, batch_size: int = 16,
+              patience: int = BUILD_PATIENCE, target: str = "build") -> Hyp:
+    return Hyp(target=target, model=model_name, batch_size=batch_size, epochs=epochs, patience=patience,
+               lr_patience=BUILD_LR_PATIENCE, lr_factor=BUILD_LR_FACTOR, from_logits=False)
 
 
-def read_build(build_dir) -> dict:
-    """manifest.json of a complete build-utk output that has a val split (clear error otherwise)."""
-    from datakit import pipelines
+def open_build(build_dir):
+    """The builder output at `build_dir` as a dataset, refused when it has no val split."""
+    from datakit.datasets.registry import open_dataset
 
-    manifest = pipelines.read_manifest(build_dir)
-    if "val" not in manifest["splits"]:
+    dataset = open_dataset(Path(build_dir).expanduser())
+    if "val" not in dataset.splits:
         raise DatakitError(f"{Path(build_dir) / 'manifest.json'}: the build has no val split "
                            "(rebuild with --val-fraction > 0)")
-    return manifest
+    return dataset
+
+
+def build_augment(model_name: str, augment: bool, crop=None):
+    """(train Augment, val Augment, rescale) for a build's pipelines.
+
+    small: flip + a mild random crop (the dataset's default crop, 0.88 of the side) for training, the
+    centre crop of the same size for validation; pixels stay 0..255 (standardize off) and the
+    model's Rescaling(1/255) puts them in [0, 1], the classic fix. seed-bad: raw 0..255 pixels, no
+    crop, no flip, no scaling, as the network that guessed at random was trained.
+    """
+    from datakit.augment import Augment
+    from datakit.datasets.built import TRAIN_CROP
+
+    plain = Augment(crop=None, flip=False, brightness=None, contrast=None, standardize=False)
+    if model_name == "seed-bad":
+        return plain, plain, None
+    if not augment:
+        return plain, plain, 1 / 255.0
+    train_aug = Augment(crop=TRAIN_CROP if crop is None else crop, flip=True, brightness=None, contrast=None,
+                        standardize=False)
+    return train_aug, train_aug.for_eval(), 1 / 255.0
+
+
+utk_augment = build_augment
+
+
+def build_data(build_dir, format: str, batch_size: int, augment: bool, seed: int, model_name: str,
+               service: str | None = None, processing_mode: str | None = None) -> Data:
+    """Train and val pipelines over a build's splits (with `service`, the train batches are made on the
+    tf.data service's workers, distributed_epoch by default so an epoch is still one pass)."""
+    from datakit import pipelines
+
+    dataset = open_build(build_dir)
+    train_aug, val_aug, rescale = build_augment(model_name, augment, dataset.default_crop)
+    served = {"service": service, "processing_mode": processing_mode or "distributed_epoch"} if service else {}
+    train_ds = pipelines.dataset_pipeline(dataset, "train", format, batch_size=batch_size, augment=train_aug,
+                                          shuffle=True, seed=seed, drop_remainder=False, **served)
+    val_ds = pipelines.dataset_pipeline(dataset, "val", format, batch_size=max(batch_size, 64), augment=val_aug,
+                                        shuffle=False, seed=seed, drop_remainder=False)
+    counts = dataset.expected_counts("train") or {}
+    return Data(train_ds, val_ds, len(dataset.classes), [counts.get(c, 0) for c in dataset.classes],
+                dataset.count("train"), rescale)
+
+
+def train_build(build_dir, format: str = "tfrecord", model_name: str = "small", epochs: int = BUILD_EPOCHS,
+                batch_size: int = 16, shuffle_labels: bool = False, check: bool = False, lr: float = 1e-3,
+                augment: bool = True, patience: int = BUILD_PATIENCE, seed: int = 0, out=None, log=None,
+                progress=null_progress, datasets=None, service: str | None = None,
+                processing_mode: str | None = None, target: str = "build") -> dict:
+    """Train `small` (or `seed-bad`) on any builder output (build-utk, `datakit build`); validate on its
+    val split each epoch, keep the best weights.
+
+    `datasets` = (train, val, num_classes, rescale) overrides the pipelines (tests).
+    service="grpc://HOST:PORT": the train batches come from tf.data service workers (default mode
+    distributed_epoch, so an epoch is still one pass over the split); validation is read here.
+    """
+    import keras
+
+    from datakit import models
+
+    if epochs < 1:
+        raise DatakitError(f"epochs={epochs}: expected at least 1", param="epochs")
+    keras.utils.set_random_seed(seed)
+    if datasets is None:
+        data = build_data(build_dir, format, batch_size, augment, seed, model_name, service, processing_mode)
+    else:
+        train_ds, val_ds, num_classes, rescale = datasets
+        data = Data(train_ds, val_ds, num_classes, [1] * num_classes, getattr(train_ds, "count", None) or 0, rescale)
+    hyp = build_hyp(model_name, epochs, batch_size, patience, target)
+    run = train(hyp, data, lambda shape, k, rescale: models.build_utk_model(model_name, shape, k, rescale=rescale),
+                lambda: keras.optimizers.Adam(lr), {"learning_rate": lr}, out=out, check=check,
+                shuffle_labels=shuffle_labels, seed=seed, log=log, progress=progress)
+    best, history = run.fit["best"], run.fit["history"]
+    run.metrics.update({
+        "format": format, "val_accuracy": best["accuracy"], "val_loss": best["loss"],
+        "train_accuracy": best["train_accuracy"], "best_epoch": best["epoch"], "epochs": len(history),
+        "max_epochs": epochs, "final_train_accuracy": history[-1]["accuracy"],
+        "final_val_accuracy": history[-1]["val_accuracy"],
+        "still_improving": best["epoch"] == len(history) == epochs, "augment": augment,
+        "data": None if build_dir is None else str(build_dir)})
+    return _write(run.metrics, run.model, run.out, history, run.t_start)
+
+
+def train_utk(build_dir, **kw) -> dict:
+    """`train_build` under its first name (`datakit train utk`): the same trainer, target "utk"."""
+    return train_build(build_dir, **{"target": "utk", **kw})
 
 
 def shuffled_labels_fn(class_counts, seed: int):
@@ -403,209 +649,6 @@ def shuffled_labels_fn(class_counts, seed: int):
     return relabel
 
 
-def fit_epochs(model, optimizer, train_ds, val_ds, epochs: int, from_logits: bool, relabel=None,
-               patience: int = UTK_PATIENCE, lr_patience: int = UTK_LR_PATIENCE, lr_factor: float = UTK_LR_FACTOR,
-               board=None, progress=null_progress, log=None) -> dict:
-    """Epoch loop: train, validate, keep the best weights (val_accuracy), halve the learning rate
-    after `lr_patience` flat epochs, stop after `patience` flat epochs, restore the best weights."""
-    train_step, eval_step = make_steps(model, optimizer, from_logits)
-    best = {"val_accuracy": -1.0, "epoch": 0, "weights": None}
-    history, records = [], []
-    flat = 0
-    bar = progress(desc="train utk", total=epochs, unit="epoch")
-    try:
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            it = iter(train_ds)
-            if relabel is not None:
-                it = ((images, relabel(labels)) for images, labels in it)
-            epoch_records = list(timed_steps(train_step, it))
-            if not epoch_records:
-                raise DatakitError("training data set is empty")
-            records += epoch_records
-            n = sum(r["examples"] for r in epoch_records)
-            train_loss = sum(r["cross_entropy"] * r["examples"] for r in epoch_records) / n
-            train_acc = sum(r["accuracy"] * r["examples"] for r in epoch_records) / n
-            if not math.isfinite(train_loss):
-                raise DatakitError(f"train utk: loss became {train_loss} in epoch {epoch} (learning rate too high?)")
-            val = evaluate(eval_step, val_ds)
-            lr = float(optimizer.learning_rate)
-            row = {"epoch": epoch, "loss": round(train_loss, 6), "accuracy": round(train_acc, 6),
-                   "val_loss": round(val["loss"], 6), "val_accuracy": round(val["accuracy"], 6),
-                   "learning_rate": round(lr, 9), "seconds": round(time.perf_counter() - t0, 3),
-                   "input_wait_sec": round(sum(r["wait"] for r in epoch_records), 4)}
-            history.append(row)
-            if board is not None:
-                board.scalars("train", epoch, {"loss": train_loss, "accuracy": train_acc, "learning_rate": lr})
-                board.scalars("eval", epoch, {"loss": val["loss"], "accuracy": val["accuracy"]})
-            line = (f"epoch {epoch}: loss {train_loss:.4f} accuracy {train_acc:.4f} - val_loss {val['loss']:.4f} "
-                    f"val_accuracy {val['accuracy']:.4f}")
-            bar.update(1)
-            _bar_note(bar, line.split(": ", 1)[1])
-            if log:
-                log(line)
-            if val["accuracy"] > best["val_accuracy"]:
-                best = {"val_accuracy": val["accuracy"], "val_loss": val["loss"], "epoch": epoch,
-                        "train_accuracy": train_acc, "loss": train_loss, "weights": model.get_weights()}
-                flat = 0
-            else:
-                flat += 1
-                if flat >= patience:
-                    if log:
-                        log(f"early stop: val_accuracy has not improved for {patience} epochs "
-                            f"(best {best['val_accuracy']:.4f} at epoch {best['epoch']})")
-                    break
-                if flat % lr_patience == 0:
-                    optimizer.learning_rate = lr * lr_factor
-    finally:
-        bar.close()
-    last = model.get_weights()
-    model.set_weights(best.pop("weights"))
-    return {"history": history, "records": records, "best": best, "last_weights": last}
-
-
-def train_utk(build_dir, format: str = "tfrecord", model_name: str = "small", epochs: int = UTK_EPOCHS,
-              batch_size: int = 16,
-              shuffle_labels: bool = False, check: bool = False, lr: float = 1e-3, augment: bool = True,
-              patience: int = UTK_PATIENCE, seed: int = 0, out=None, log=None, progress=null_progress,
-              datasets=None, service: str | None = None, processing_mode: str | None = None) -> dict:
-    """Train `small` (or `seed-bad`) on a build-utk output; validate on its val split each epoch.
-
-    `datasets` = (train, val, num_classes, rescale) overrides the pipelines (tests).
-    service="grpc://HOST:PORT": the train batches come from tf.data service workers (default mode
-    distributed_epoch, so an epoch is still one pass over the split); validation is read here.
-    """
-    import keras
-
-    from datakit import models
-
-    if epochs < 1:
-        raise DatakitError(f"--epochs {epochs}: expected at least 1")
-    t_start = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    if datasets is None:
-        manifest = read_build(build_dir)
-        num_classes = len(manifest["classes"])
-        class_counts = [manifest["counts"]["train"].get(name, 0) for name in manifest["classes"]]
-        train_ds, val_ds, rescale = utk_datasets(build_dir, format, batch_size, augment, seed, model_name,
-                                                 service, processing_mode)
-    else:
-        train_ds, val_ds, num_classes, rescale = datasets
-        class_counts = [1] * num_classes
-    first_images, first_labels = _first_batch(train_ds)
-    input_shape = tuple(int(d) for d in first_images.shape[1:])
-
-    def build():
-        return models.build_utk_model(model_name, input_shape, num_classes, rescale=rescale)
-
-    model = build()  # refuses too-small images for seed-bad before any training
-    out = _prepare_out(out)
-    check_result = None
-    if check:
-        check_result = overfit_one_batch(build, lambda: keras.optimizers.Adam(lr), first_images, first_labels,
-                                         from_logits=False)
-        if log:
-            log(check_result["line"])
-        keras.utils.set_random_seed(seed)
-        model = build()
-    optimizer = keras.optimizers.Adam(lr)
-    board = _Board(out)
-    relabel = shuffled_labels_fn(class_counts, seed) if shuffle_labels else None
-    try:
-        fit = fit_epochs(model, optimizer, train_ds, val_ds, epochs, from_logits=False, relabel=relabel,
-                         patience=patience, board=board, progress=progress, log=log)
-    finally:
-        board.close()
-    best, history = fit["best"], fit["history"]
-    final_loss = history[-1]["loss"]
-    diag = diagnose(best["val_accuracy"], final_loss, num_classes, what="validation")
-    metrics = {
-        "target": "utk", "model": model_name, "format": format, "val_accuracy": best["val_accuracy"],
-        "service": getattr(train_ds, "source", "").partition(" via tf.data service ")[2] or None,
-        "val_loss": best["val_loss"], "train_accuracy": best["train_accuracy"], "best_epoch": best["epoch"],
-        "epochs": len(history), "max_epochs": epochs, "final_loss": final_loss,
-        "final_train_accuracy": history[-1]["accuracy"], "final_val_accuracy": history[-1]["val_accuracy"],
-        "still_improving": best["epoch"] == len(history) == epochs,
-        "stuck_at_chance": diag["stuck_at_chance"], "chance": diag["chance"], "ln_k": diag["ln_k"],
-        "diagnosis": diag["lines"], "shuffle_labels": shuffle_labels, "check": check_result,
-        **input_wait(fit["records"]), "batch_size": batch_size, "learning_rate": lr, "augment": augment,
-        "num_classes": num_classes, "input_shape": list(input_shape), "parameters": int(model.count_params()),
-        "seed": seed, "data": None if build_dir is None else str(build_dir),
-    }
-    metrics["seconds"] = round(time.perf_counter() - t_start, 2)
-    metrics["files"] = _finish(out, model, metrics, history)
-    metrics["out"] = None if out is None else str(out)
-    return metrics
-
-
-def utk_augment(model_name: str, augment: bool):
-    """(train Augment, val Augment, rescale) for pipelines.utk.
-
-    small: flip + a mild random crop (the pipeline's 0.88 of the side) for training, the centre
-    crop of the same size for validation; pixels stay 0..255 (standardize off) and the model's
-    Rescaling(1/255) puts them in [0, 1], the classic fix. seed-bad: raw 0..255 pixels, no crop,
-    no flip, no scaling, as the network that guessed at random was trained.
-    """
-    from datakit import pipelines
-    from datakit.augment import Augment
-
-    plain = Augment(crop=None, flip=False, brightness=None, contrast=None, standardize=False)
-    if model_name == "seed-bad":
-        return plain, plain, None
-    if not augment:
-        return plain, plain, 1 / 255.0
-    train = Augment(crop=pipelines.UTK_CROP, flip=True, brightness=None, contrast=None, standardize=False)
-    return train, train.for_eval(), 1 / 255.0
-
-
-def utk_datasets(build_dir, format: str, batch_size: int, augment: bool, seed: int, model_name: str,
-                 service: str | None = None, processing_mode: str | None = None):
-    """(train, val, rescale) from datakit.pipelines.utk over the build's train and val splits
-    (with `service`, the train batches are made on the tf.data service's workers)."""
-    from datakit import pipelines
-
-    train_aug, val_aug, rescale = utk_augment(model_name, augment)
-    served = {"service": service, "processing_mode": processing_mode or "distributed_epoch"} if service else {}
-    train = pipelines.utk(build_dir, split="train", format=format, batch_size=batch_size, augment=train_aug,
-                          shuffle=True, seed=seed, drop_remainder=False, **served)
-    val = pipelines.utk(build_dir, split="val", format=format, batch_size=max(batch_size, 64), augment=val_aug,
-                        shuffle=False, seed=seed, drop_remainder=False)
-    return train, val, rescale
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def render(result: dict) -> str:
-    """Human summary of a train_cifar10 / train_utk result."""
-    lines = []
-    check = result.get("check")
-    if check:
-        lines.append(check["line"])
-    if result["target"] == "cifar10":
-        lines.append(f"cifar10: {result['steps']} steps of {result['batch_size']} "
-                     f"({result['optimizer']}, lr {result['learning_rate']:g}, schedule {result['schedule']})"
-                     + (", SHUFFLED LABELS (control run)" if result["shuffle_labels"] else ""))
-        lines.append(f"precision @ 1 = {result['test_accuracy']:.3f} on {result['test_examples']} test examples "
-                     f"(test loss {result['test_loss']:.3f})")
-    else:
-        lines.append(f"utk: model {result['model']} on {result['format']}, {result['epochs']} of "
-                     f"{result['max_epochs']} epochs, batch {result['batch_size']}"
-                     + (", SHUFFLED LABELS (control run)" if result["shuffle_labels"] else ""))
-        lines.append(f"best epoch {result['best_epoch']}: val_accuracy {result['val_accuracy']:.3f} "
-                     f"(train accuracy {result['train_accuracy']:.3f}); chance {result['chance']:.3f}")
-        if result.get("still_improving"):
-            lines.append("validation accuracy was still improving at the last epoch: more --epochs may help")
-    lines.append(f"{result['examples_per_sec']:.1f} examples/sec, {result['sec_per_batch']:.4f} sec/batch, "
-                 f"input wait {result['input_wait_fraction']:.1%} of each step")
-    lines.append(f"final training loss {result['final_loss']:.3f} (ln K = {result['ln_k']:.3f}); "
-                 f"stuck_at_chance: {str(result['stuck_at_chance']).lower()}")
-    lines += result["diagnosis"]
-    if result.get("files"):
-        lines.append("wrote:")
-        lines += [f"  {key:<11} {path}" for key, path in result["files"].items()]
-    return "\n".join(lines)
-
 
 def demo_step(folder, seed: int, progress=null_progress) -> dict:
     """`datakit demo`: --check plus a short cifar10 run on a small synthetic CIFAR-10 folder."""
@@ -619,6 +662,8 @@ def demo_step(folder, seed: int, progress=null_progress) -> dict:
     lines = [f"train cifar10 --data {folder / 'data'} --steps 40 --batch 32 --check --out {out}",
              f"  (synthetic CIFAR-10: 200 train, 200 test pictures; the tutorial's net, {result['parameters']} "
              "parameters)"]
+    from datakit_cli.train import render  # this step moves to the demo's own module
+
     lines += ["  " + line for line in render(result).splitlines()]
     keep = ("test_accuracy", "steps", "examples_per_sec", "input_wait_fraction", "stuck_at_chance", "check", "out")
     return {**{k: result[k] for k in keep}, "lines": lines}
