@@ -1,19 +1,25 @@
-"""build-utk vs the classic hand-written UTKFace preparation, side by side on the same folder.
+"""build-utk (and `datakit build`) vs the classic hand-written UTKFace preparation, on the same folder.
 
 The classic script (the way most UTKFace tutorials prepare the data): group the files into
 race x gender lists from their names, take the first N of each, cv2.imread + cv2.resize each
 one into a list, np.array it, and pickle (X, y). datakit: `datakit build-utk --per-class N`
-writing class folders, TFRecord shards and HDF5 files.
+writing class folders, TFRecord shards and HDF5 files; with `--tools`, also the generic builder
+on the same folder (`build --labels pattern`) and on the same pictures laid out as class folders
+(`build --labels folders`, hard links made once in --work).
 
-Both run as separate processes on the same synthetic folder (700 per race x gender cell, 5 races:
-7,000 200x200 JPEGs), with a warm page cache, alternating, `--repeats` times each, each run
-writing to a new destination (`settle` says what happens between runs, and why). The script
-prints wall time and the peak resident memory of the largest process (worker processes
-included) for both, and their ratios; `--scale` repeats the comparison at smaller per-class
-counts to show how memory grows with the data set.
+Sources: `synthetic` (700 per race x gender cell, 5 races: 7,000 small-pattern 200x200 JPEGs, the
+older figures), `utk-like` (23,708 files shaped like the real dump: datakit.testing.utk_like, made
+once in --work) or a folder PATH (the real dump). Every tool builds the same races (default
+0-3: 8 classes, 5,600 pictures at --per-class 700; the classic script is told the races too).
 
-    python benchmarks/bench_build_utk.py [--per-class 700] [--repeats 2] [--scale 350,700] [--work DIR]
-        [--quiet-s 420] [--json]
+All run as separate processes with a warm page cache, in rounds (the classic script, then each
+tool), `--repeats` rounds, each run writing to a new destination (`settle` says what happens
+between runs, and why). The script prints best and median wall time and the peak resident memory
+of the largest process (worker processes included) for each tool, and their ratios to the classic
+script; `--scale` repeats the synthetic comparison at smaller per-class counts.
+
+    python benchmarks/bench_build_utk.py [--source synthetic|utk-like|PATH] [--tools classic,build-utk,...|all]
+        [--per-class 700] [--races 0,1,2,3] [--repeats 3] [--work DIR] [--quiet-s 420] [--json]
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ CLASSIC = r'''
 import os, pickle, sys
 import cv2, numpy as np
 src, out, n, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+races = sys.argv[5].split(",") if len(sys.argv) > 5 else None
 groups = {}
 for name in os.listdir(src):
     parts = name.split("_")
-    if len(parts) < 4:
+    if len(parts) < 4 or (races and parts[2] not in races):
         continue
     groups.setdefault((parts[2], parts[1]), []).append(name)
 X, y = [], []
@@ -166,58 +173,167 @@ def quiet(outs: Path, limit_s: float) -> float:
     return cost
 
 
-def compare(work: Path, per_class: int, repeats: int, size: int, quiet_s: float) -> dict:
-    src = work / f"utk-{per_class}"
-    if not src.exists():
+PATTERN = "{age:int}_{gender:0..1}_{race:0..4}_*"
+RACE_NAMES = ("white", "black", "asian", "indian", "others")
+GENDER_NAMES = ("male", "female")
+TOOLS = ("classic", "build-utk", "build-pattern", "build-folders")
+
+
+def utk_like_source(work: Path, n: int, seed: int) -> Path:
+    """The UTKFace-shaped synthetic folder (datakit.testing.utk_like), made once and reused; its
+    description lands next to it when complete (so the folder itself holds only pictures)."""
+    src, done = work / f"utk-like-{n}-s{seed}", work / f"utk-like-{n}-s{seed}.json"
+    if not done.exists():
+        from datakit.testing.utk_like import make_utk_like_folder
+
+        remove(src)
         t0 = time.perf_counter()
-        n = make_folder(src, per_class)
-        print(f"made {n} synthetic pictures in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        info = make_utk_like_folder(src, n=n, seed=seed)
+        info["seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"made {n} UTKFace-shaped pictures ({info['bytes'] / 1e6:.0f} MB) in {info['seconds']} s",
+              file=sys.stderr)
+        done.write_text(json.dumps(info))
+    return src
+
+
+def class_folders(work: Path, src: Path, races: tuple[int, ...]) -> Path:
+    """SRC's pictures as <race>_<gender>/<name> class folders (hard links, copies across file
+    systems), made once: the input of `datakit build --labels folders`. Names whose race or
+    gender field does not parse, or whose race is not in `races`, are left out."""
+    dest = work / f"classdirs-{src.name}-{''.join(map(str, races))}"
+    done = dest.with_suffix(".done")
+    if done.exists():
+        return dest
+    remove(dest)
+    t0, n = time.perf_counter(), 0
+    for name in sorted(os.listdir(src)):
+        parts = name.split("_")
+        if len(parts) < 4 or not (parts[1].strip().isdigit() and parts[2].strip().isdigit()):
+            continue
+        race, gender = int(parts[2]), int(parts[1])
+        if race not in races or gender not in (0, 1):
+            continue
+        folder = dest / f"{RACE_NAMES[race]}_{GENDER_NAMES[gender]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src / name, folder / name)
+        except OSError:
+            shutil.copyfile(src / name, folder / name)
+        n += 1
+    done.write_text(f"{n}\n")
+    print(f"laid out {n} pictures as class folders in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return dest
+
+
+def tool_command(tool: str, src: Path, classdirs: Path | None, dest: Path, per_class: int,
+                 races: tuple[int, ...], size: int) -> list[str]:
+    cli = [sys.executable, "-m", "datakit_cli.main"]
+    if tool == "classic":
+        return [sys.executable, "-c", CLASSIC, str(src), str(dest), str(per_class), str(size),
+                ",".join(map(str, races))]
+    if tool == "build-utk":
+        return cli + ["build-utk", str(src), str(dest), "--per-class", str(per_class),
+                      "--races", ",".join(map(str, races)), "--size", str(size), "--json"]
+    where = (f"race={races[0]}..{races[-1]}" if list(races) == list(range(races[0], races[-1] + 1))
+             else "race=" + ",".join(map(str, races)))
+    if tool == "build-pattern":
+        return cli + ["build", str(src), str(dest), "--labels", "pattern", "--pattern", PATTERN,
+                      "--class-by", "race,gender", "--where", where, "--per-class", str(per_class), "--json"]
+    if tool == "build-folders":
+        return cli + ["build", str(classdirs), str(dest), "--labels", "folders", "--per-class", str(per_class),
+                      "--json"]
+    raise SystemExit(f"--tools: unknown tool {tool!r} (among {', '.join(TOOLS)})")
+
+
+def available(tool: str) -> bool:
+    """build-pattern and build-folders need `datakit build`, which may not exist yet."""
+    if not tool.startswith("build-") or tool == "build-utk":
+        return True
+    probe = subprocess.run([sys.executable, "-m", "datakit_cli.main", "build", "--help"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return probe.returncode == 0
+
+
+def compare(work: Path, src: Path, tools: list[str], per_class: int, races: tuple[int, ...], repeats: int,
+            size: int, quiet_s: float) -> dict:
+    """Every tool once per round, the classic script first, `repeats` rounds (alternating pairs)."""
     warm(src)
-    runs = {"classic": [], "datakit": []}
-    wrote = {}
+    classdirs = class_folders(work, src, races) if "build-folders" in tools else None
+    runs: dict[str, list] = {t: [] for t in tools}
+    wrote: dict[str, int] = {}
     outs = Path(tempfile.mkdtemp(dir=work, prefix="outputs-"))  # removed by main, after every comparison
     probe_us = quiet(outs, quiet_s)
     for i in range(repeats):
-        pkl, build = outs / f"data-{i}.pkl", outs / f"build-{i}"
-        classic = [sys.executable, "-c", CLASSIC, str(src), str(pkl), str(per_class), str(size)]
-        datakit = [sys.executable, "-m", "datakit_cli.main", "build-utk", str(src), str(build),
-                   "--per-class", str(per_class), "--races", "0,1,2,3,4", "--size", str(size), "--json"]
-        for name, cmd, dest in (("classic", classic, pkl), ("datakit", datakit, build)):
+        for tool in tools:
+            dest = outs / (f"data-{i}.pkl" if tool == "classic" else f"{tool}-{i}")
             settle(work)
-            runs[name].append(run_measured(cmd))
-            wrote[name] = sum(p.stat().st_size for p in [dest, *dest.rglob("*")] if p.is_file())
-    best = {k: min(w for w, _ in v) for k, v in runs.items()}
-    median = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
-    peak = {k: max(m for _, m in v) for k, v in runs.items()}
-    return {
-        "per_class": per_class, "images": per_class * 10, "size": size,
-        "classic_s": round(best["classic"], 2), "datakit_s": round(best["datakit"], 2),
-        "time_ratio": round(best["datakit"] / best["classic"], 3),
-        "classic_median_s": round(median["classic"], 2), "datakit_median_s": round(median["datakit"], 2),
-        "median_time_ratio": round(median["datakit"] / median["classic"], 3),
-        "classic_peak_mib": round(peak["classic"]), "datakit_peak_mib": round(peak["datakit"]),
-        "memory_ratio": round(peak["datakit"] / peak["classic"], 3),
-        "classic_wrote_mb": round(wrote["classic"] / 1e6), "datakit_wrote_mb": round(wrote["datakit"] / 1e6),
-        "create_us_before_runs": round(probe_us), "all_runs": runs,
-    }
+            runs[tool].append(run_measured(tool_command(tool, src, classdirs, dest, per_class, races, size)))
+            wrote[tool] = sum(p.stat().st_size for p in [dest, *dest.rglob("*")] if p.is_file())
+            print(f"round {i + 1}/{repeats} {tool}: {runs[tool][-1][0]:.2f} s, {runs[tool][-1][1]:.0f} MiB",
+                  file=sys.stderr)
+    rows = {}
+    for tool, v in runs.items():
+        walls = [w for w, _ in v]
+        rows[tool] = {"best_s": round(min(walls), 2), "median_s": round(statistics.median(walls), 2),
+                      "peak_mib": round(max(m for _, m in v)), "wrote_mb": round(wrote[tool] / 1e6),
+                      "runs": [[round(w, 3), round(m, 1)] for w, m in v]}
+    base = rows["classic"]
+    for tool, r in rows.items():
+        r["time_ratio"] = round(r["best_s"] / base["best_s"], 3)
+        r["median_time_ratio"] = round(r["median_s"] / base["median_s"], 3)
+        r["memory_ratio"] = round(r["peak_mib"] / base["peak_mib"], 3)
+    return {"source": str(src), "files": sum(1 for _ in os.scandir(src)), "per_class": per_class,
+            "races": list(races), "size": size, "repeats": repeats, "create_us_before_runs": round(probe_us),
+            "tools": rows}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", default="synthetic",
+                    help="synthetic (700-per-cell fixture, the older figures), utk-like (a folder shaped like the "
+                         "real UTKFace dump, made in --work) or a folder PATH (e.g. the real dump)")
+    ap.add_argument("--tools", default="classic,build-utk",
+                    help=f"comma-separated among {', '.join(TOOLS)} (classic always runs; 'all' for every one)")
     ap.add_argument("--per-class", type=int, default=700)
-    ap.add_argument("--scale", default="", help="also measure at these per-class counts (memory growth)")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--races", default=None, help="races built by every tool (default 0,1,2,3; 0-4 for synthetic)")
+    ap.add_argument("--scale", default="", help="synthetic only: also measure at these per-class counts")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--size", type=int, default=200)
+    ap.add_argument("--n", type=int, default=23708, help="utk-like: number of files")
     ap.add_argument("--work", default=None, help="work folder (default: a temporary one, removed)")
     ap.add_argument("--quiet-s", type=float, default=420.0,
                     help="at most this long, wait for file creation to be fast before the first run (see `quiet`)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args()
+    tools = TOOLS if args.tools == "all" else tuple(dict.fromkeys(["classic", *args.tools.split(",")]))
+    for tool in tools:
+        if tool not in TOOLS:
+            raise SystemExit(f"--tools: unknown tool {tool!r} (among {', '.join(TOOLS)})")
+    missing = [t for t in tools if not available(t)]
+    if missing:
+        print(f"skipping {', '.join(missing)}: `datakit build` is not available here", file=sys.stderr)
+        tools = tuple(t for t in tools if t not in missing)
+    default_races = "0,1,2,3,4" if args.source == "synthetic" else "0,1,2,3"
+    races = tuple(int(r) for r in (args.races or default_races).split(","))
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-utk-"))
     work.mkdir(parents=True, exist_ok=True)
-    counts = sorted({args.per_class, *(int(x) for x in args.scale.split(",") if x)})
     try:
-        results = [compare(work, n, args.repeats, args.size, args.quiet_s) for n in counts]
+        if args.source == "synthetic":
+            counts = sorted({args.per_class, *(int(x) for x in args.scale.split(",") if x)})
+            sources = []
+            for n in counts:
+                src = work / f"utk-{n}"
+                if not src.exists():
+                    t0 = time.perf_counter()
+                    made = make_folder(src, n)
+                    print(f"made {made} synthetic pictures in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+                sources.append((src, n))
+        elif args.source == "utk-like":
+            sources = [(utk_like_source(work, args.n, 0), args.per_class)]
+        else:
+            sources = [(Path(args.source), args.per_class)]
+        results = [compare(work, src, list(tools), n, races, args.repeats, args.size, args.quiet_s)
+                   for src, n in sources]
     finally:  # deletions last: they would slow the next comparison's file creation (see `quiet`)
         for outs in work.glob("outputs-*"):
             remove(outs)
@@ -227,16 +343,16 @@ def main() -> None:
     if args.json:
         print(json.dumps(info))
         return
-    print(f"build-utk vs classic script ({os.cpu_count()} cores; {args.repeats} runs each: best and median "
-          f"wall, max peak RSS)")
-    print(f"{'images':>7} {'classic s':>14} {'datakit s':>14} {'ratio':>12} {'classic MiB':>12} "
-          f"{'datakit MiB':>12} {'ratio':>6}")
     for r in results:
-        print(f"{r['images']:>7} {r['classic_s']:>6} /{r['classic_median_s']:>6} {r['datakit_s']:>6} /"
-              f"{r['datakit_median_s']:>6} {r['time_ratio']:>5} /{r['median_time_ratio']:>5} "
-              f"{r['classic_peak_mib']:>12} {r['datakit_peak_mib']:>12} {r['memory_ratio']:>6}")
+        print(f"{r['source']}: {r['files']} files, --per-class {r['per_class']}, races {r['races']} "
+              f"({os.cpu_count()} cores; {r['repeats']} rounds: best / median wall, max peak RSS)")
+        print(f"{'tool':<14} {'best s':>7} {'median s':>9} {'ratio best/median':>18} {'peak MiB':>9} "
+              f"{'mem ratio':>9} {'wrote MB':>9}")
+        for tool, t in r["tools"].items():
+            print(f"{tool:<14} {t['best_s']:>7} {t['median_s']:>9} {t['time_ratio']:>9} /{t['median_time_ratio']:>6} "
+                  f"{t['peak_mib']:>9} {t['memory_ratio']:>9} {t['wrote_mb']:>9}")
     print("targets: time ratio <= 0.5 (datakit writes folders + TFRecord + HDF5; the script one pickle), "
-          "memory ratio <= 0.25, datakit memory flat as the data set grows")
+          "memory ratio <= 0.25")
 
 
 if __name__ == "__main__":
