@@ -16,6 +16,7 @@ import sys
 COMMANDS = [
     "demo",
     "build_utk",
+    "build",
     "fetch_cifar10",
     "fetch_cifar100",
     "preview",

@@ -335,7 +335,7 @@ def _write(plan: Plan, src: Path, root: Path, recipe: Recipe, o: BuildOptions, p
                     files.update(hashes)
                     if tfw:
                         tfw.add(framed)
-                    columns.append((row, label, record.labels, record.name))
+                    columns.append((row, label, record.labels, record.out_name))
                     counts[split][name] += 1
             emit.release()
             if tfw:

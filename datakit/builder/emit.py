@@ -96,7 +96,7 @@ def emit(sink: Sink, row: int, label: int, record: Record, pixels: np.ndarray, j
     if sink.tfrecord:
         framed = tfrecord.frame(tfrecord.encode_example({
             "image/encoded": jpeg, "image/format": b"jpeg", "image/height": sink.size, "image/width": sink.size,
-            "image/class/label": label, "image/class/text": name, "image/filename": record.name,
+            "image/class/label": label, "image/class/text": name, "image/filename": record.out_name,
             **record.labels}))
     return framed, hashes
 

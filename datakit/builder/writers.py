@@ -25,7 +25,7 @@ IMAGE_FEATURES = {
     "image/width": {"dtype": "int64", "shape": [], "doc": "S"},
     "image/class/label": {"dtype": "int64", "shape": [], "doc": "class index in manifest['classes']"},
     "image/class/text": {"dtype": "string", "shape": [], "doc": "class name"},
-    "image/filename": {"dtype": "string", "shape": [], "doc": "path of the source picture under SRC"},
+    "image/filename": {"dtype": "string", "shape": [], "doc": "the picture's file name in the class folders (its path under SRC, / written as __)"},
 }
 RESERVED = ("labels", "filenames", "images")  # HDF5 dataset names a label field may not take
 
