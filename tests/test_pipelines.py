@@ -261,3 +261,164 @@ def test_utk_resize_and_errors(utk_build, tmp_path):
         pipelines.utk(out, split="holdout")
     with pytest.raises(DatakitError, match="format must be"):
         pipelines.utk(out, format="parquet")
+
+
+# ------------------------------------------------------------------ PipelineOptions
+
+
+def test_options_are_checked_in_one_place_and_errors_name_the_parameter():
+    from datakit.pipelines import PipelineOptions
+
+    for field, value in (("batch_size", 0), ("batch_size", True), ("threads", -2), ("impl", "turbo"),
+                         ("device", "tpu"), ("shuffle", "yes"), ("repeat", None), ("seed", 1.5),
+                         ("augment", "flip"), ("processing_mode", "distributed_epoch"), ("jit", 1)):
+        with pytest.raises(DatakitError) as exc:
+            PipelineOptions(**{field: value})
+        assert exc.value.param == field and field in str(exc.value)
+    with pytest.raises(DatakitError) as exc:
+        PipelineOptions(service="nowhere")
+    assert exc.value.param == "service"
+    # every constructor goes through the same check: keyword or options=, the same error
+    images = np.zeros((8, 8, 8, 3), np.uint8)
+    with pytest.raises(DatakitError) as by_keyword:
+        pipelines.from_arrays(images, np.zeros(8), batch_size=0)
+    with pytest.raises(DatakitError) as by_options:
+        pipelines.from_arrays(images, np.zeros(8), options=PipelineOptions().replace(batch_size=1).replace(threads=1)
+                              .replace(batch_size=1), threads=0)
+    assert by_keyword.value.param == "batch_size" and by_options.value.param == "threads"
+    with pytest.raises(TypeError, match="bach_size"):
+        pipelines.from_arrays(images, np.zeros(8), bach_size=4)
+
+
+def test_options_object_and_keywords_build_the_same_pipeline():
+    from datakit.pipelines import PipelineOptions
+
+    images = np.random.default_rng(0).integers(0, 255, (40, 32, 32, 3), dtype=np.uint8)
+    opts = PipelineOptions(batch_size=8, seed=11, device="cpu", threads=2)
+    a = collect(pipelines.from_arrays(images, np.arange(40), options=opts))
+    b = collect(pipelines.from_arrays(images, np.arange(40), batch_size=8, seed=11, device="cpu", threads=2))
+    c = pipelines.from_arrays(images, np.arange(40), options=opts, batch_size=4)  # a keyword overrides the object
+    assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0])) and len(a[0]) == 5
+    assert c.batch_size == 4 and c.steps_per_epoch == 10 and opts.batch_size == 8
+
+
+def test_jit_is_an_option_not_a_module_global():
+    from datakit import augment
+    from datakit.pipelines import PipelineOptions
+
+    images = np.random.default_rng(1).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+    jit = collect(pipelines.from_arrays(images, np.arange(16), batch_size=8, seed=3, device="cpu"))
+    plain = collect(pipelines.from_arrays(images, np.arange(16), options=PipelineOptions(batch_size=8, seed=3,
+                                                                                          device="cpu", jit=False)))
+    assert augment.JIT is True  # untouched
+    for a, b in zip(jit[0], plain[0]):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_cli_names_the_flag_of_a_bad_pipeline_option(cifar10_dir, capsys):
+    import json
+
+    from datakit_cli.main import main
+
+    code = main(["train", "cifar10", "--data", str(cifar10_dir), "--steps", "1", "--service", "no-port-here",
+                 "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1 and "--service" in result["error"] and "grpc://HOST:PORT" in result["error"]
+
+
+def test_local_pipeline_has_no_service_fields(cifar10_dir):
+    p = pipelines.cifar10(cifar10_dir, split="test", batch_size=16, device="cpu")
+    assert p.service is None and p.processing_mode is None and p.count == 50
+    assert "tf.data service" not in p.describe()
+
+
+# ------------------------------------------------------------------ dataset sources
+
+
+def test_cifar_tf_decode_matches_the_numpy_reader_record_by_record_and_per_batch(cifar100_dir):
+    from datakit.datasets.cifar import tfdata as cifar_tf
+    from datakit.datasets.cifar.dataset import CifarDataset
+
+    for mode in ("fine", "coarse"):
+        dataset = CifarDataset(cifar100_dir, label_mode=mode)
+        images, labels = cifar.load(cifar100_dir, split="test", label_mode=mode)
+        files = dataset.files("test")
+        offset = cifar_tf.label_offset(dataset.spec, dataset.label_mode)
+        one = list(cifar_tf.records(files, dataset.spec).map(
+            lambda r: cifar_tf.decode(r, dataset.spec, offset)).as_numpy_iterator())
+        np.testing.assert_array_equal(np.stack([x for x, _ in one]), images)
+        assert [int(y) for _, y in one] == labels.tolist() and one[0][1].dtype == np.int32
+        batched = list(cifar_tf.records(files, dataset.spec).batch(7).map(
+            lambda r: cifar_tf.decode(r, dataset.spec, offset)).as_numpy_iterator())
+        np.testing.assert_array_equal(np.concatenate([x for x, _ in batched]), images)
+        np.testing.assert_array_equal(np.concatenate([y for _, y in batched]), labels)
+        src = dataset.tf_source("test")
+        assert src.count == len(labels) and src.image_shape == (32, 32, 3) and src.in_memory and src.streams
+
+
+def test_cifar_streamed_source_gives_the_in_memory_batches(cifar10_dir):
+    """The path tf.data service workers run (records streamed from the files, decoded per batch),
+    run here: the same evaluation batches as the in-memory path."""
+    import dataclasses
+
+    from datakit.datasets.cifar.dataset import CifarDataset
+
+    src = CifarDataset(cifar10_dir).tf_source("test")
+    for impl in ("fast", "reference"):
+        memory = collect(pipelines.from_source(src, "test", batch_size=16, impl=impl, device="cpu"))
+        streamed = collect(pipelines.from_source(dataclasses.replace(src, load=None), "test", batch_size=16,
+                                                 impl=impl, device="cpu"))
+        for a, b in zip(memory[0] + memory[1], streamed[0] + streamed[1]):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _generic_build(utk_out, dest):
+    """A copy of a build whose manifest names another dataset and other class names: what any
+    `datakit build` output looks like to the pipelines (a manifest, shards, HDF5)."""
+    import json
+    import shutil
+
+    shutil.copytree(utk_out, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["dataset"] = "not-utk-at-all"
+    manifest["classes"] = [f"kind-{i}" for i in range(len(manifest["classes"]))]
+    manifest["counts"] = {split: {new: n for new, n in zip(manifest["classes"], counts.values())}
+                          for split, counts in manifest["counts"].items()}
+    for key in ("fields", "class_by", "class_keys", "races"):
+        manifest.pop(key, None)
+    manifest["outputs"].pop("folders", None)
+    shutil.rmtree(dest / "folders", ignore_errors=True)
+    manifest["files"] = {rel: h for rel, h in manifest.get("files", {}).items() if not rel.startswith("folders/")}
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest, manifest
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "hdf5"])
+def test_build_reads_any_manifest_driven_build(utk_build, tmp_path, fmt):
+    from datakit.datasets.registry import open_dataset
+
+    _, out, _, _ = utk_build
+    dest, manifest = _generic_build(out, tmp_path / "generic")
+    assert open_dataset(dest).key == "not-utk-at-all"
+    val = pipelines.build(dest, split="val", format=fmt, augment=RAW, batch_size=4, device="cpu")
+    xs, ys = collect(val)
+    counts = np.bincount(np.concatenate(ys), minlength=len(manifest["classes"]))
+    assert counts.tolist() == [manifest["counts"]["val"][c] for c in manifest["classes"]]
+    assert xs[0].shape[1:] == (manifest["size"], manifest["size"], 3) and val.count == sum(counts)
+    same = collect(pipelines.utk(out, split="val", format=fmt, augment=RAW, batch_size=4, device="cpu"))
+    np.testing.assert_array_equal(np.concatenate(ys), np.concatenate(same[1]))  # utk is a thin wrapper of build
+    train = pipelines.build(dest, format=fmt, batch_size=8, seed=0, device="cpu")
+    side = round(0.88 * manifest["size"])  # the dataset's default crop
+    assert next(iter(train))[0].shape == (8, side, side, 3) and train.batch_size == 8
+    assert pipelines.build(dest, "val", format=fmt, device="cpu").batch_size == 64  # a build's default batch
+    with pytest.raises(DatakitError, match="format 'folders' was not built") as exc:
+        pipelines.build(dest, format="folders")
+    assert exc.value.param == "format"
+
+
+def test_cifar_partial_record_is_an_error_naming_the_file(tmp_path):
+    synthetic_cifar.make_cifar10_dir(tmp_path, train_per_batch=2, test=2)
+    bad = tmp_path / "cifar-10-batches-bin" / "test_batch.bin"
+    bad.write_bytes(bad.read_bytes() + b"\0")
+    with pytest.raises(DatakitError, match=r"test_batch\.bin: has 6147 bytes"):
+        pipelines.cifar10(tmp_path, split="test", device="cpu")

@@ -210,6 +210,7 @@ def test_cifar10_eval_split_distributed_epoch_exactly_once(cluster, id_cifar, im
     p = pipelines.cifar10(root / "c10", split="test", batch_size=64, impl=impl, shuffle=False,
                           service=cluster.address, processing_mode="distributed_epoch")
     assert "via tf.data service" in p.source
+    assert p.service == cluster.address and p.processing_mode == "distributed_epoch"  # fields, not parsed
     got = _run(p.dataset)
     ids = np.concatenate([_decode_ids(x) for x, _ in got])
     labels = np.concatenate([y for _, y in got])
@@ -301,7 +302,8 @@ def test_train_and_bench_aug_take_service(cluster, utk_build, id_cifar, tmp_path
                               "--service", cluster.address, "--json"], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout)
-    assert result["service"] == f"{cluster.address} (distributed_epoch)" and result["epochs"] == 1
+    assert result["service"] == cluster.address and result["processing_mode"] == "distributed_epoch"
+    assert result["epochs"] == 1
     root, _ = id_cifar
     r = subprocess.run(cmd + ["bench-aug", "--data", str(root / "c10"), "--service", cluster.address, "--batch", "32",
                               "--steps", "3", "--rounds", "1", "--min-seconds", "0.1", "--impl", "fast", "--json"],

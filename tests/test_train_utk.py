@@ -1,4 +1,4 @@
-"""`train utk` on a tiny synthetic build-utk output, through datakit.pipelines.utk."""
+"""`train utk` / `train build` on a tiny synthetic build-utk output, through datakit.pipelines."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def test_early_stop_halves_lr_and_restores_best():
     import tensorflow as tf
 
     from datakit import models
-    from datakit.train import fit_epochs
+    from datakit.train import build_hyp, fit
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -122,11 +122,12 @@ def test_early_stop_halves_lr_and_restores_best():
         if line.startswith("epoch 1:"):
             seen["epoch 1"] = [w.copy() for w in model.get_weights()]
 
-    fit = fit_epochs(model, keras.optimizers.Adam(1e-2), train, val, epochs=10, from_logits=False, patience=3,
-                     lr_patience=2, log=log)
-    history = fit["history"]
+    hyp = build_hyp("small", epochs=10, batch_size=8, patience=3)
+    assert hyp.lr_patience == 2 and hyp.lr_factor == 0.5
+    result = fit(model, keras.optimizers.Adam(1e-2), train, val, hyp, log=log)
+    history = result["history"]
     assert [h["val_accuracy"] for h in history] == [0.5] * 4
     assert [h["learning_rate"] for h in history] == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3])
-    assert fit["best"]["epoch"] == 1
+    assert result["best"]["epoch"] == 1
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), seen["epoch 1"]))
-    assert not all(np.array_equal(a, b) for a, b in zip(fit["last_weights"], seen["epoch 1"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(result["last_weights"], seen["epoch 1"]))

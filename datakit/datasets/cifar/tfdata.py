@@ -8,9 +8,9 @@ is `datakit.datasets.cifar.records`.
 
 from __future__ import annotations
 
+from datakit.datasets.cifar.spec import SIDE
 from datakit.datasets.tfdata import TFSource
 
-SIDE = 32
 SERVICE_CHUNK = 256  # records per split handed out by the tf.data service dispatcher (distributed_epoch)
 
 
