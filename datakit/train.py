@@ -647,23 +647,3 @@ def shuffled_labels_fn(class_counts, seed: int):
         return tf.cast(draw[:, 0], labels.dtype)
 
     return relabel
-
-
-
-def demo_step(folder, seed: int, progress=null_progress) -> dict:
-    """`datakit demo`: --check plus a short cifar10 run on a small synthetic CIFAR-10 folder."""
-    from datakit.testing.synthetic_cifar import make_cifar10_dir
-
-    folder = Path(folder)
-    make_cifar10_dir(folder / "data", train_per_batch=40, test=200, seed=seed)
-    out = folder / "run"
-    result = train_cifar10(folder / "data", steps=40, batch_size=32, out=out, check=True, seed=seed,
-                           progress=progress)
-    lines = [f"train cifar10 --data {folder / 'data'} --steps 40 --batch 32 --check --out {out}",
-             f"  (synthetic CIFAR-10: 200 train, 200 test pictures; the tutorial's net, {result['parameters']} "
-             "parameters)"]
-    from datakit_cli.train import render  # this step moves to the demo's own module
-
-    lines += ["  " + line for line in render(result).splitlines()]
-    keep = ("test_accuracy", "steps", "examples_per_sec", "input_wait_fraction", "stuck_at_chance", "check", "out")
-    return {**{k: result[k] for k in keep}, "lines": lines}
