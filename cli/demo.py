@@ -24,9 +24,19 @@ def run(args) -> dict:
     return demo.run(out=args.out, seed=args.seed, progress=progress_factory(not args.json))
 
 
+def _report_renderers() -> dict:
+    """Step name -> the render() of the command whose result the step carries as `report`."""
+    from datakit_cli import train
+
+    return {"train": train.render}
+
+
 def render(result: dict) -> str:
+    renderers = _report_renderers()
     lines = [f"datakit demo: outputs under {result['out']}"]
     for name, outcome in result["steps"].items():
         lines.append(f"\n== {name} ({outcome['seconds']} s)")
         lines += outcome["lines"]
+        if "report" in outcome and name in renderers:
+            lines += ["  " + line for line in renderers[name](outcome["report"]).splitlines()]
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 demo owns its steps and their folders: each step is a function `step(folder, seed, progress,
 **inputs) -> dict` that gets the outputs of earlier steps it needs as explicit paths (`inputs`
 names the keys of earlier results, see `STEPS`), and returns a dict carrying `lines` (what the
-step did, for people) plus any figures and the paths later steps need.
+step did, for people) plus any figures and the paths later steps need; a step whose command has
+its own report puts that command's result under `report` (rendered by the CLI).
 """
 
 from __future__ import annotations
@@ -137,9 +138,9 @@ def train_step(folder: Path, seed: int, progress) -> dict:
     lines = [f"train cifar10 --data {folder / 'data'} --steps 40 --batch 32 --check --out {out}",
              f"  (synthetic CIFAR-10: 200 train, 200 test pictures; the tutorial's net, {result['parameters']} "
              "parameters)"]
-    lines += ["  " + line for line in train.render(result).splitlines()]
     keep = ("test_accuracy", "steps", "examples_per_sec", "input_wait_fraction", "stuck_at_chance", "check", "out")
-    return {**{k: result[k] for k in keep}, "lines": lines}
+    # `report`: the whole train result, which the CLI renders as `datakit train` would
+    return {**{k: result[k] for k in keep}, "lines": lines, "report": result}
 
 
 def bench_aug_step(folder: Path, seed: int, progress) -> dict:
