@@ -5,7 +5,7 @@ from __future__ import annotations
 from datakit_cli.common import positive_int
 
 NAME = "doctor"
-HELP = "check a build-utk output or a CIFAR folder: balance, duplicates and leakage, decoding, labels, formats"
+HELP = "check a build output or a CIFAR folder: balance, duplicates and leakage, decoding, labels, formats"
 DESCRIPTION = (
     "Read every record of every split in every built format and check: files against the manifest's "
     "sha256, that every record decodes, shapes, labels (in range; for UTKFace also against the file name "
@@ -18,7 +18,8 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
-    p.add_argument("path", help="build-utk output folder, or a CIFAR folder (holding cifar-10-batches-bin/ or "
+    p.add_argument("path", help="build output folder (build-utk or build), or a CIFAR folder (holding "
+                                "cifar-10-batches-bin/ or "
                                 "cifar-100-binary/, or that folder itself)")
     p.add_argument("--label-mode", default=None, choices=["fine", "coarse"],
                    help="CIFAR-100 labels to check balance and colours by (None: fine)")

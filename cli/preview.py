@@ -5,7 +5,7 @@ from __future__ import annotations
 from datakit_cli.common import positive_int
 
 NAME = "preview"
-HELP = "contact sheet PNG of a build-utk output or a CIFAR folder: one labelled row per class"
+HELP = "contact sheet PNG of a build output or a CIFAR folder: one labelled row per class"
 DESCRIPTION = (
     "Read one split of a build-utk output (folders, tfrecord or hdf5) or of a fetched CIFAR-10/100 "
     "folder back exactly as stored, count every record, and draw the first --per-class pictures of each "
@@ -16,7 +16,8 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
-    p.add_argument("path", help="build-utk output folder, or a CIFAR folder (holding cifar-10-batches-bin/ or "
+    p.add_argument("path", help="build output folder (build-utk or build), or a CIFAR folder (holding "
+                                "cifar-10-batches-bin/ or "
                                 "cifar-100-binary/, or that folder itself)")
     p.add_argument("--split", default="train", help="split to show (train, val, test)")
     p.add_argument("--per-class", type=positive_int, default=8, metavar="N", help="pictures per class")

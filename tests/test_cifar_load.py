@@ -163,33 +163,57 @@ def test_class_names_trailing_blank_lines_and_bad_files(tmp_path):
         cifar.class_names(tmp_path)
 
 
-def test_records_tf_dataset(c10, c100):
+def test_tf_records_and_decode_match_the_numpy_reader(c10, c100):
     import tensorflow as tf
+
+    from datakit.datasets.cifar import tfdata
 
     fmt = cifar.record_format(c10)
     assert fmt["record_bytes"] == 3073 and fmt["label_offsets"] == {"label": 0}
-    raw = list(cifar.records(c10, "test").as_numpy_iterator())
+    s, folder = cifar.locate(c10)
+    files = cifar.split_files(s, folder, "test")
+    raw = list(tfdata.records(files, s).as_numpy_iterator())
     assert len(raw) == 23 and all(len(r) == 3073 for r in raw)
     assert b"".join(raw) == (c10 / "cifar-10-batches-bin" / "test_batch.bin").read_bytes()
     images, labels = cifar.load(c10, "test")
-    decoded = list(cifar.records(c10, "test", decode=True).as_numpy_iterator())
+    decoded = list(tfdata.records(files, s).map(lambda r: tfdata.decode(r, s, 0)).as_numpy_iterator())
     assert np.array_equal(np.stack([d[0] for d in decoded]), images)
     assert [int(d[1]) for d in decoded] == labels.tolist() and decoded[0][1].dtype == np.int32
-    # CIFAR-100, coarse labels, through the standalone decoder
+    # CIFAR-100, coarse labels
     _, coarse = cifar.load(c100, "test", label_mode="coarse")
-    fmt100 = cifar.record_format(c100)
-    ds = cifar.records(c100, "test").map(
-        lambda r: cifar.decode_record(r, fmt100["label_offsets"]["coarse"], fmt100["label_bytes"]))
+    s100, folder100 = cifar.locate(c100)
+    offset = cifar.record_format(c100)["label_offsets"]["coarse"]
+    ds = tfdata.records(cifar.split_files(s100, folder100, "test"), s100).map(lambda r: tfdata.decode(r, s100, offset))
     assert [int(lab) for _, lab in ds.as_numpy_iterator()] == coarse.tolist()
     assert isinstance(ds, tf.data.Dataset)
 
 
-def test_records_refuses_partial_record(tmp_path):
+def test_numpy_decode_of_a_block(c100):
+    s, folder = cifar.locate(c100)
+    block = np.fromfile(folder / "test.bin", np.uint8).reshape(-1, s.record_bytes)
+    images, fine = cifar.decode(block, s, s.label_offsets["fine"])
+    assert images.shape == (len(block), 32, 32, 3) and images.dtype == np.uint8
+    ref_images, ref_fine = cifar.load(c100, "test")
+    assert np.array_equal(images, ref_images) and np.array_equal(fine, ref_fine)
+
+
+def test_dataset_count_refuses_partial_record(tmp_path):
+    from datakit.datasets import open_dataset
+
     synthetic_cifar.make_cifar10_dir(tmp_path, train_per_batch=2, test=2)
     bad = tmp_path / "cifar-10-batches-bin" / "test_batch.bin"
     bad.write_bytes(bad.read_bytes() + b"\0")
+    ds = open_dataset(tmp_path)
+    assert ds.count("train") == 10
     with pytest.raises(DatakitError, match=r"test_batch\.bin: has 6147 bytes"):
-        cifar.records(tmp_path, "test")
+        ds.count("test")
+
+
+def test_spec_holds_the_published_counts():
+    assert cifar.CIFAR10.split_records == {"train": 50000, "test": 10000}
+    assert cifar.CIFAR100.split_records == {"train": 50000, "test": 10000}
+    assert synthetic_cifar.FINE_TO_COARSE is cifar.FINE_TO_COARSE
+    assert np.bincount(cifar.FINE_TO_COARSE, minlength=20).tolist() == [5] * 20  # five fine classes per coarse one
 
 
 def test_synthetic_classes_are_learnable():
