@@ -29,7 +29,11 @@ def utk_step(folder: Path, seed: int, progress) -> dict:
     summary = utk.summary(manifest, out)
     lines = [f"synthetic UTKFace folder: {src} ({made['images']} pictures, {made['broken']} broken or stray files)",
              f"build-utk --per-class 32 --size 64 -> {out}"]
-    lines += ["  " + line for line in utk.class_table(summary).splitlines()]
+    from datakit.textfmt import table
+
+    rows = [[c] + [summary["counts"][s].get(c, 0) for s in summary["counts"]] + [summary["available"].get(c, 0)]
+            for c in summary["classes"]]
+    lines += ["  " + line for line in table(rows, ["class", *summary["counts"], "candidates"]).splitlines()]
     lines.append(f"  skipped {summary['skipped']} files with reasons, ignored {summary['ignored']} stray entries, "
                  f"dropped {summary['duplicates_dropped']} duplicate copies (see manifest.json)")
     lines += [f"  {fmt:<9} {path}" for fmt, path in summary["outputs"].items()]

@@ -106,3 +106,32 @@ def summaries(smalls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     hashes = np.packbits(dct > median, axis=1).view(">u8").ravel().astype(np.uint64)
     thumbs = cv2.resize(tall, (8, n * 8), interpolation=cv2.INTER_AREA).reshape(n, 8, 8, 3)
     return hashes, thumbs
+
+
+def near_pairs_within(hashes: np.ndarray, max_bits: int = NEAR_BITS) -> np.ndarray:
+    """Every pair (i, j), i < j, of `hashes` at most max_bits apart: int64 [P, 2], sorted.
+
+    The same bands as `near_pairs`, joined on themselves: the hashes sharing a band key form a
+    run of the sorted keys, and each run's pairs are checked at once (numpy), so the Python loop
+    runs per distinct key, not per picture."""
+    h = np.asarray(hashes, dtype=np.uint64)
+    n = len(h)
+    if n < 2:
+        return np.zeros((0, 2), np.int64)
+    edges = np.linspace(0, 64, max_bits + 2).astype(int)
+    found = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        keys = (h >> np.uint64(lo)) & np.uint64((1 << int(hi - lo)) - 1)
+        order = np.argsort(keys, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(keys[order]) != 0])
+        ends = np.r_[starts[1:], n]
+        for s, e in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
+            idx = np.sort(order[s:e])
+            iu, ju = np.triu_indices(len(idx), 1)
+            a, b = idx[iu], idx[ju]
+            close = np.bitwise_count(h[a] ^ h[b]) <= max_bits
+            found.append(a[close] * n + b[close])
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    flat = np.unique(np.concatenate(found)).astype(np.int64)
+    return np.stack([flat // n, flat % n], axis=1)

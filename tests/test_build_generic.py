@@ -228,3 +228,19 @@ def test_generic_build_is_byte_identical_whatever_the_workers(class_dirs, tmp_pa
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["counts"] == a["counts"]
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["files"] == a["files"]
+
+
+def test_near_pairs_within_equals_brute_force():
+    from datakit import neardup
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 2 ** 63, 60, dtype=np.uint64)
+    flips = np.uint64(1) << rng.integers(0, 64, (60, 8)).astype(np.uint64)
+    near = base.copy()
+    for k in range(1, 8):  # copies with k random bits flipped: some within the bound, some not
+        near = np.concatenate([near, base ^ np.bitwise_or.reduce(flips[:, :k], axis=1)])
+    for max_bits in (3, 6):
+        got = {tuple(p) for p in neardup.near_pairs_within(near, max_bits).tolist()}
+        d = np.bitwise_count(near[:, None] ^ near[None, :])
+        ii, jj = np.nonzero(np.triu(d <= max_bits, 1))
+        assert got == set(zip(ii.tolist(), jj.tolist())) and got

@@ -65,7 +65,25 @@ def make_cifar100(dest: Path) -> Case:
                 ["train", "test"], ["binary"], 32, {"train": 200, "test": 100}, 24)
 
 
-CASES = [make_utk, make_cifar10, make_cifar100]
+def make_folder(dest: Path) -> Case:
+    """A generic `datakit build` of class folders with names that are not UTKFace's."""
+    from datakit.datasets import folder
+    from datakit.datasets.folder.dataset import FolderBuild
+    from datakit.testing import synthetic
+
+    synthetic.make_utk_folder(dest / "flat", per_cell=6, races=(0, 1), seed=9, size=40)
+    for f in sorted((dest / "flat").iterdir()):
+        race, gender = f.name.split("_")[2], f.name.split("_")[1]
+        cls = dest / "src" / f"{'cat' if race == '0' else 'dog'}{' big' if gender == '1' else ''}"
+        cls.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, cls / f.name.replace(".jpg.chip.jpg", ".jpeg"))
+    folder.build(dest / "src", dest / "out", labels="folders", per_class=6, size=40, val_fraction=0.34, seed=2,
+                 workers=1)
+    return Case(dest / "out", FolderBuild, "folder", ["cat", "cat big", "dog", "dog big"], ["train", "val"],
+                ["folders", "tfrecord", "hdf5"], 40, 4 * 6, 0.88)
+
+
+CASES = [make_utk, make_cifar10, make_cifar100, make_folder]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda make: make.__name__.removeprefix("make_"))

@@ -30,8 +30,3 @@ def _near(entry: dict) -> dict:
             "pictures_in_groups": sum(len(g["files"]) for g in entry.get("groups", [])),
             "conflicting": len(entry.get("conflicting", []))}
 
-
-def class_table(summary: dict) -> str:  # kept for the demo until its rendering moves to cli/
-    from datakit_cli.build_utk import class_table as render
-
-    return render(summary)

@@ -5,7 +5,7 @@
 """
 
 from datakit.builder.build import FORMATS, is_complete_build
-from datakit.builder.report import class_table, summary
+from datakit.builder.report import summary
 from datakit.builder.scan import Record, Scan
 from datakit.builder.select import Plan
 from datakit.datasets.utk.build import CLASS_BY, build, recipe
