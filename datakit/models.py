@@ -137,7 +137,7 @@ def build_utk_model(name: str, input_shape, num_classes: int, rescale: float | N
         return small(input_shape, num_classes, rescale=rescale)
     if name == "seed-bad":
         return seed_bad(input_shape, num_classes, rescale=rescale)
-    raise DatakitError(f"--model {name!r}: unknown model (choose from {', '.join(MODELS)})")
+    raise DatakitError(f"model={name!r}: unknown model (choose from {', '.join(MODELS)})", param="model")
 
 
 def chance_loss(num_classes: int) -> float:

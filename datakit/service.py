@@ -154,7 +154,7 @@ def record_chunks(files, record_bytes: int, chunk: int = 1000, cycle_length: int
 
 def _check_dispatcher_options(port: int, work_dir: str | None, fault_tolerant: bool) -> None:
     if not 0 <= int(port) < 65536:
-        raise DatakitError(f"--port {port}: expected 0 (any free port) or 1..65535")
+        raise DatakitError(f"port={port}: expected 0 (any free port) or 1..65535", param="port")
     if fault_tolerant and not work_dir:
         raise DatakitError("--fault-tolerant needs --work-dir DIR (the dispatcher journals its state there)")
 
@@ -170,11 +170,12 @@ def _worker_kwargs(dispatcher: str, port: int, worker_address: str | None) -> di
     """Checked WorkerConfig arguments (no TensorFlow import, so bad options fail fast)."""
     host, dport = parse_address(dispatcher, "dispatcher")
     if not 0 <= int(port) < 65536:
-        raise DatakitError(f"--port {port}: expected 0 (any free port) or 1..65535")
+        raise DatakitError(f"port={port}: expected 0 (any free port) or 1..65535", param="port")
     kw = {"dispatcher_address": _join(host, dport), "port": int(port)}
     if worker_address:
         if not re.match(r"^[A-Za-z0-9_.\-\[\]:]+$", worker_address) or worker_address.count(":") == 1:
-            raise DatakitError(f"--worker-address {worker_address!r}: expected a host name or IP (no port)")
+            raise DatakitError(f"worker_address={worker_address!r}: expected a host name or IP (no port)",
+                               param="worker_address")
         wa = f"[{worker_address}]" if ":" in worker_address and not worker_address.startswith("[") else worker_address
         kw.update(worker_address=f"{wa}:%port%", data_transfer_address=f"{wa}:%dts_port%")
     return kw

@@ -77,7 +77,7 @@ def test_addresses_and_modes_are_checked():
         service.distribute(None, "grpc://127.0.0.1:5050", "epochs")
     with pytest.raises(DatakitError, match="--fault-tolerant needs --work-dir"):
         service.start_dispatcher(0, None, fault_tolerant=True)
-    with pytest.raises(DatakitError, match="--worker-address"):
+    with pytest.raises(DatakitError, match="worker_address"):
         service.worker_config("127.0.0.1:5050", worker_address="host:1234")
 
 
