@@ -283,8 +283,7 @@ def test_options_are_checked_in_one_place_and_errors_name_the_parameter():
     with pytest.raises(DatakitError) as by_keyword:
         pipelines.from_arrays(images, np.zeros(8), batch_size=0)
     with pytest.raises(DatakitError) as by_options:
-        pipelines.from_arrays(images, np.zeros(8), options=PipelineOptions().replace(batch_size=1).replace(threads=1)
-                              .replace(batch_size=1), threads=0)
+        pipelines.from_arrays(images, np.zeros(8), options=PipelineOptions(batch_size=1), threads=0)
     assert by_keyword.value.param == "batch_size" and by_options.value.param == "threads"
     with pytest.raises(TypeError, match="bach_size"):
         pipelines.from_arrays(images, np.zeros(8), bach_size=4)
