@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -92,9 +93,13 @@ def _hwm_mib(pid: int) -> float:
     return 0.0
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and the peak RSS (MiB) of the largest process of the command's process tree
-    (worker processes included: /proc VmHWM polled every 10 ms, and wait4's ru_maxrss)."""
+def run_measured(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, the peak RSS (MiB) of the largest process of the command's process tree
+    (worker processes included: /proc VmHWM polled every 10 ms, and wait4's ru_maxrss), and the
+    CPU seconds (user + system) of the whole tree (worker processes are waited for by their parent,
+    so wait4 counts them): on a shared machine, CPU time moves less than wall time."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = kids.ru_utime + kids.ru_stime
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0.0
@@ -108,7 +113,9 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}")
-    return wall, max(peak, usage.ru_maxrss / 1024)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = kids.ru_utime + kids.ru_stime - before
+    return wall, max(peak, usage.ru_maxrss / 1024), cpu
 
 
 def make_folder(dest: Path, per_cell: int) -> int:
@@ -269,19 +276,21 @@ def compare(work: Path, src: Path, tools: list[str], per_class: int, races: tupl
             settle(work)
             runs[tool].append(run_measured(tool_command(tool, src, classdirs, dest, per_class, races, size)))
             wrote[tool] = sum(p.stat().st_size for p in [dest, *dest.rglob("*")] if p.is_file())
-            print(f"round {i + 1}/{repeats} {tool}: {runs[tool][-1][0]:.2f} s, {runs[tool][-1][1]:.0f} MiB",
-                  file=sys.stderr)
+            wall, peak, cpu = runs[tool][-1]
+            print(f"round {i + 1}/{repeats} {tool}: {wall:.2f} s, {peak:.0f} MiB, {cpu:.2f} CPU s", file=sys.stderr)
     rows = {}
     for tool, v in runs.items():
-        walls = [w for w, _ in v]
+        walls = [w for w, _, _ in v]
         rows[tool] = {"best_s": round(min(walls), 2), "median_s": round(statistics.median(walls), 2),
-                      "peak_mib": round(max(m for _, m in v)), "wrote_mb": round(wrote[tool] / 1e6),
-                      "runs": [[round(w, 3), round(m, 1)] for w, m in v]}
+                      "cpu_median_s": round(statistics.median(c for _, _, c in v), 2),
+                      "peak_mib": round(max(m for _, m, _ in v)), "wrote_mb": round(wrote[tool] / 1e6),
+                      "runs": [[round(w, 3), round(m, 1), round(c, 2)] for w, m, c in v]}
     base = rows["classic"]
     for tool, r in rows.items():
         r["time_ratio"] = round(r["best_s"] / base["best_s"], 3)
         r["median_time_ratio"] = round(r["median_s"] / base["median_s"], 3)
         r["memory_ratio"] = round(r["peak_mib"] / base["peak_mib"], 3)
+        r["cpu_ratio"] = round(r["cpu_median_s"] / base["cpu_median_s"], 3)
     return {"source": str(src), "files": sum(1 for _ in os.scandir(src)), "per_class": per_class,
             "races": list(races), "size": size, "repeats": repeats, "create_us_before_runs": round(probe_us),
             "tools": rows}
@@ -347,10 +356,11 @@ def main() -> None:
         print(f"{r['source']}: {r['files']} files, --per-class {r['per_class']}, races {r['races']} "
               f"({os.cpu_count()} cores; {r['repeats']} rounds: best / median wall, max peak RSS)")
         print(f"{'tool':<14} {'best s':>7} {'median s':>9} {'ratio best/median':>18} {'peak MiB':>9} "
-              f"{'mem ratio':>9} {'wrote MB':>9}")
+              f"{'mem ratio':>9} {'CPU s':>6} {'CPU ratio':>9} {'wrote MB':>9}")
         for tool, t in r["tools"].items():
             print(f"{tool:<14} {t['best_s']:>7} {t['median_s']:>9} {t['time_ratio']:>9} /{t['median_time_ratio']:>6} "
-                  f"{t['peak_mib']:>9} {t['memory_ratio']:>9} {t['wrote_mb']:>9}")
+                  f"{t['peak_mib']:>9} {t['memory_ratio']:>9} {t['cpu_median_s']:>6} {t['cpu_ratio']:>9} "
+                  f"{t['wrote_mb']:>9}")
     print("targets: time ratio <= 0.5 (datakit writes folders + TFRecord + HDF5; the script one pickle), "
           "memory ratio <= 0.25")
 
