@@ -26,9 +26,9 @@ def run(args) -> dict:
 
 def _report_renderers() -> dict:
     """Step name -> the render() of the command whose result the step carries as `report`."""
-    from datakit_cli import train
+    from datakit_cli import bench_aug, train
 
-    return {"train": train.render}
+    return {"train": train.render, "bench-aug": bench_aug.render}
 
 
 def render(result: dict) -> str:

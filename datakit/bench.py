@@ -125,7 +125,7 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
               device: str = "auto", rounds: int = 3, warmup: int = 10, min_seconds: float = 1.0,
               images: int = 10000, seed: int = 0, service: str | None = None,
               processing_mode: str = "parallel_epochs", progress=null_progress) -> dict:
-    """Measure each implementation in `impls`; returns the figures (rendered by `datakit_cli.bench_aug`).
+    """Measure each implementation in `impls`; returns the figures (the CLI renders them).
 
     service="grpc://HOST:PORT": the pipelines read CIFAR-10 files and augment on the tf.data service's
     workers (`datakit serve`); the figure is what the trainer receives."""
@@ -202,14 +202,3 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
     if "fast" in by and BOUND in by:
         out["fast_of_bound"] = round(by["fast"] / by[BOUND], 3)
     return out
-
-
-def demo_step(folder, seed: int = 0, progress=null_progress) -> dict:
-    """`datakit demo` step: a few seconds of bench-aug on synthetic CIFAR-shaped data."""
-    result = bench_aug(threads=16, batch=128, steps=5, rounds=1, warmup=3, min_seconds=0.3, images=1024,
-                       seed=seed, progress=progress)
-    lines = ["bench-aug --threads 16 --batch 128 (a short run; `datakit bench-aug` measures properly)"]
-    from datakit_cli.bench_aug import render  # this step moves to the demo's own module
-
-    lines += ["  " + line for line in render(result).splitlines()]
-    return {"bench": result, "lines": lines}
