@@ -111,26 +111,39 @@ def summaries(smalls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def near_pairs_within(hashes: np.ndarray, max_bits: int = NEAR_BITS) -> np.ndarray:
     """Every pair (i, j), i < j, of `hashes` at most max_bits apart: int64 [P, 2], sorted.
 
-    The same bands as `near_pairs`, joined on themselves: the hashes sharing a band key form a
-    run of the sorted keys, and each run's pairs are checked at once (numpy), so the Python loop
-    runs per distinct key, not per picture."""
+    The same bands as `near_pairs`, joined on themselves: sorted by a band's key, the hashes that
+    share it form a run, and every pair inside every run is generated and checked at once (numpy
+    index arithmetic, no Python loop per run or per picture)."""
     h = np.asarray(hashes, dtype=np.uint64)
     n = len(h)
     if n < 2:
         return np.zeros((0, 2), np.int64)
     edges = np.linspace(0, 64, max_bits + 2).astype(int)
     found = []
+    pos = np.arange(n)
     for lo, hi in zip(edges[:-1], edges[1:]):
         keys = (h >> np.uint64(lo)) & np.uint64((1 << int(hi - lo)) - 1)
         order = np.argsort(keys, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(keys[order]) != 0])
+        sk = keys[order]
+        starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
         ends = np.r_[starts[1:], n]
-        for s, e in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
-            idx = np.sort(order[s:e])
-            iu, ju = np.triu_indices(len(idx), 1)
-            a, b = idx[iu], idx[ju]
+        end_of = np.repeat(ends, ends - starts)  # for each sorted position, the end of its run
+        later = end_of - pos - 1  # partners after it in its run
+        total = int(later.sum())
+        if total == 0:
+            continue
+        for lo_p in range(0, n, 4096):  # bounded memory: pairs generated a block of positions at a time
+            c = later[lo_p:lo_p + 4096]
+            m = int(c.sum())
+            if m == 0:
+                continue
+            first = np.repeat(pos[lo_p:lo_p + 4096], c)
+            step = np.arange(m) - np.repeat(np.cumsum(c) - c, c)
+            second = first + 1 + step
+            a, b = order[first], order[second]
             close = np.bitwise_count(h[a] ^ h[b]) <= max_bits
-            found.append(a[close] * n + b[close])
+            a, b = a[close], b[close]
+            found.append(np.minimum(a, b) * n + np.maximum(a, b))
     if not found:
         return np.zeros((0, 2), np.int64)
     flat = np.unique(np.concatenate(found)).astype(np.int64)

@@ -182,8 +182,8 @@ def test_near_duplicates_group_keeps_groups_in_one_split_and_doctor_agrees(near_
     src, made = near_src
     straddled = False
     for seed in range(6):
-        keep = utk.build(src, tmp_path / f"keep{seed}", races=(0, 1), per_class=16, size=64, val_fraction=0.5,
-                         seed=seed, workers=1, near_duplicates="keep")
+        keep = utk.build(src, tmp_path / f"keep{seed}", races=(0, 1), per_class=20, size=64, val_fraction=0.5,
+                         seed=seed, workers=1, near_duplicates="keep", allow_short=True)
         where = _where(keep, tmp_path / f"keep{seed}")
         if any(a in where and b in where and where[a] != where[b] for a, b in made["pairs"]):
             straddled = True
@@ -192,7 +192,9 @@ def test_near_duplicates_group_keeps_groups_in_one_split_and_doctor_agrees(near_
             break
     assert straddled, "no seed put a near-identical pair in two splits: the fixture does not test grouping"
     out = tmp_path / "group"
-    m = utk.build(src, out, races=(0, 1), per_class=16, size=64, val_fraction=0.5, seed=seed, workers=2)
+    # every candidate is taken (20 >= the largest class), so every planted pair is compared
+    m = utk.build(src, out, races=(0, 1), per_class=20, size=64, val_fraction=0.5, seed=seed, workers=2,
+                  allow_short=True)
     where = _where(m, out)
     groups = {tuple(g["files"]) for g in m["near_duplicates"]["groups"]}
     assert {tuple(sorted(p)) for p in made["pairs"]} <= groups
@@ -210,11 +212,32 @@ def test_near_duplicates_drop_keeps_one_picture_per_group(near_src, tmp_path):
     from datakit.datasets import utk
 
     src, made = near_src
-    m = utk.build(src, tmp_path / "drop", races=(0, 1), per_class=15, size=64, workers=1, near_duplicates="drop")
+    m = utk.build(src, tmp_path / "drop", races=(0, 1), per_class=20, size=64, workers=1, near_duplicates="drop",
+                  allow_short=True)
     where = _where(m, tmp_path / "drop")
     for a, b in made["pairs"]:
-        assert not (a in where and b in where)
-    assert m["near_duplicates"]["dropped"] == len(made["pairs"])
+        assert (a in where) != (b in where)
+    assert m["near_duplicates"]["dropped"] == sorted(max(p) for p in made["pairs"])
+
+
+def test_a_dropped_pick_is_replaced_by_a_spare_that_is_checked_too(near_src, tmp_path):
+    """Classes of 15 out of 18-20 candidates: a pick dropped as a near-duplicate is replaced by the
+    class's next spare, so classes stay full and no group crosses the split; one more is too many."""
+    from datakit import doctor
+    from datakit.datasets import utk
+
+    src, made = near_src
+    for mode in ("drop", "group"):
+        m = utk.build(src, tmp_path / mode, races=(0, 1), per_class=15, size=64, val_fraction=0.5, seed=1,
+                      workers=1, near_duplicates=mode)
+        assert all(sum(m["counts"][s][c] for s in m["splits"]) == 15 for c in m["classes"])
+        where = _where(m, tmp_path / mode)
+        for a, b in made["pairs"]:
+            assert not (a in where and b in where) if mode == "drop" else where.get(a, where.get(b)) == where.get(b, where.get(a))
+        assert {c["check"]: c["status"] for c in doctor.doctor(tmp_path / mode)["checks"]}["near-duplicates"] == "ok"
+    with pytest.raises(DatakitError, match="once near-identical copies are set aside"):  # white_male: 18 - 3
+        utk.build(src, tmp_path / "short", races=(0, 1), per_class=16, size=64, workers=1, near_duplicates="drop")
+    assert not (tmp_path / "short" / "manifest.json").exists()
 
 
 def test_generic_build_is_byte_identical_whatever_the_workers(class_dirs, tmp_path):

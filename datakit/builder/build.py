@@ -132,14 +132,15 @@ def build(src, out, recipe: Recipe, options: BuildOptions = BuildOptions(), prog
     _check_out(src, out, o.overwrite)
     pool = _pool(workers)  # the worker processes start while this one scans
     try:
-        found = scan(src, recipe.source, recipe.class_by, workers=1, progress=progress, executor=pool,
-                     near=o.near_duplicates != "keep")
+        found = scan(src, recipe.source, recipe.class_by, workers=1, progress=progress, executor=pool)
         classes = recipe.classes(found)
-        found.records, groups, near_entry, near_skipped = neargroups.apply(
-            o.near_duplicates, found.records, found.near, classes)
-        found.skipped += near_skipped
+        regroup = None
+        if o.near_duplicates != "keep":
+            regroup = neargroups.Regroup(o.near_duplicates, classes, lambda recs: _summaries(src, recs, pool))
         plan = select(found, classes, per_class=o.per_class, val_fraction=o.val_fraction,
-                      test_fraction=o.test_fraction, seed=o.seed, allow_short=o.allow_short, groups=groups)
+                      test_fraction=o.test_fraction, seed=o.seed, allow_short=o.allow_short, regroup=regroup)
+        near_entry = regroup.entry if regroup else {"mode": "keep"}
+        found.skipped += regroup.skipped if regroup else []
         out.mkdir(parents=True, exist_ok=True)
         (out / MARKER).write_text("datakit build output folder; complete only when manifest.json exists\n")
         tmp = out / PARTIAL
@@ -267,6 +268,15 @@ def _in_order(submit, chunks, window: int):
     while pending:
         chunk, future = pending.popleft()
         yield chunk, future.result()
+
+
+def _summaries(src: Path, records, pool) -> dict:
+    """{name: near-duplicate summary or None} of `records`, read and summarised on the workers."""
+    names = [r.name for r in records]
+    batches = [names[i:i + 256] for i in range(0, len(names), 256)]
+    fn = neargroups.summarize_files
+    results = pool.map(fn, [str(src)] * len(batches), batches) if pool else map(fn, [str(src)] * len(batches), batches)
+    return {n: summary for batch, out in zip(batches, results) for n, summary in zip(batch, out)}
 
 
 def _next_spare(plan: Plan, label: int, split: str):

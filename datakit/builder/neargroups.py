@@ -2,8 +2,8 @@
 in train and val at once (doctor's near-duplicates check), and copies whose labels disagree on the
 class are as doubtful as byte-identical ones.
 
-Each candidate's 32x32 summary comes from its bytes, read once by the scan, decoded in grayscale at
-a reduced scale where the JPEG allows (libjpeg's DCT scaling: 1/8 of a 200 px side is the DC
+The pictures a build takes are summarised (32x32) from their bytes, decoded in grayscale at a
+reduced scale where the JPEG allows (libjpeg's DCT scaling: 1/8 of a 200 px side is the DC
 coefficients alone, a fraction of a full decode). The match rule is doctor's (datakit.neardup) on
 that summary, with a margin of THUMB_MARGIN on the thumbnails for the reduced gray decode
 (measured on the real UTKFace: its hash is within 0.6 bits of doctor's on average, 4 bits at the
@@ -66,6 +66,20 @@ def summarize(datas: list[bytes]) -> list[tuple[int, bytes] | None]:
     return out
 
 
+def summarize_files(src: str, names: list[str]) -> list[tuple[int, bytes] | None]:
+    """`summarize` of files under `src` (worker side); a file that cannot be read gets None."""
+    import os
+
+    datas = []
+    for name in names:
+        try:
+            with open(os.path.join(src, name), "rb", buffering=0) as f:
+                datas.append(f.readall())
+        except OSError:
+            datas.append(b"")
+    return summarize(datas)
+
+
 def find_groups(summ: list[tuple[int, bytes]]) -> list[list[int]]:
     """Indices of near-identical pictures, as groups of two or more (connected pairs), sorted."""
     if len(summ) < 2:
@@ -93,38 +107,73 @@ def find_groups(summ: list[tuple[int, bytes]]) -> list[list[int]]:
     return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
 
-def apply(mode: str, records: list, near: dict, classes) -> tuple[list, dict[str, int], dict, list[dict]]:
-    """Group the candidates: (records kept, name -> group id for the split, manifest entry, skipped).
+class Regroup:
+    """The near-duplicate pass of `select` over the pictures a build takes.
 
-    Only candidates that are a class are compared. Groups whose members disagree on the class are
-    dropped whole (like byte-identical conflicts); "drop" keeps the first member (by name) of every
-    other group; "group" keeps them all and hands their group ids to the split."""
-    entry = {"mode": mode, "max_bits": MAX_BITS, "max_thumb": MAX_THUMB, "groups": [], "conflicting": []}
-    if mode == "keep":
-        return records, {}, {"mode": "keep"}, []
-    cands = [r for r in records if r.name in near and classes.label(r.labels) is not None]
-    groups = find_groups([near[r.name] for r in cands])
-    drop: set[str] = set()
-    skipped: list[dict] = []
-    ids: dict[str, int] = {}
-    for gid, idx in enumerate(groups):
-        members = sorted((cands[i] for i in idx), key=lambda r: r.name)
-        names = [r.name for r in members]
-        keys = {classes.key(r.labels) for r in members}
-        if len(keys) > 1:
-            entry["conflicting"].append({"files": names, "labels": [{f: r.labels[f] for f in classes.by}
-                                                                    for r in members],
-                                         "reason": "near-identical pictures whose labels disagree on the class: "
-                                                   "no copy used"})
-            drop.update(names)
-            skipped += [{"file": n, "reason": "near-duplicate with conflicting labels"} for n in names]
-            continue
-        entry["groups"].append({"files": names, "class": classes.names[classes.label(members[0].labels)]})
-        if mode == "drop":
-            drop.update(names[1:])
-        else:
-            ids.update({n: gid for n in names})
-    if mode == "drop":
-        entry["dropped"] = sum(len(g["files"]) - 1 for g in entry["groups"])
-    kept = [r for r in records if r.name not in drop]
-    return kept, ids, entry, skipped
+    Called with every class's picks and spares once they are drawn. The picks are summarised (on
+    the build's workers, `summarize(records) -> {name: summary}`) and grouped across all classes.
+    A group whose members disagree on the class is dropped whole (like byte-identical conflicts);
+    with mode "drop" every other group keeps its first member (by name). Dropped picks are replaced
+    by the class's next spares, which are summarised and checked in turn, until no group changes.
+    Returns {name: group id} for the split (mode "group"); `entry` and `skipped` are for the
+    manifest. Only the pictures the build takes (and the spares that replace them) are compared:
+    a near-identical copy of a pick that the build does not take cannot leak across its splits."""
+
+    def __init__(self, mode: str, classes, summarize):
+        self.mode, self.classes, self.summarize = mode, classes, summarize
+        self.entry = {"mode": mode, "max_bits": MAX_BITS, "max_thumb": MAX_THUMB, "compared": 0,
+                      "groups": [], "conflicting": []}
+        self.skipped: list[dict] = []
+
+    def __call__(self, picks: dict, reserves: dict) -> dict[str, int]:
+        summ: dict = {}
+        removed: set[str] = set()
+        conflicts: dict[tuple, dict] = {}
+        dropped_groups: list = []  # mode "drop": every group met, in the round it was met
+        while True:
+            todo = [r for chosen in picks.values() for r in chosen if r.name not in summ]
+            summ.update({r.name: None for r in todo})
+            summ.update(self.summarize(todo))
+            current = [(label, r) for label, chosen in picks.items() for r in chosen if summ.get(r.name)]
+            groups = find_groups([summ[r.name] for _, r in current])
+            drop: set[str] = set()
+            kept_groups = []
+            for idx in groups:
+                members = sorted((current[i] for i in idx), key=lambda lr: lr[1].name)
+                names = [r.name for _, r in members]
+                if len({label for label, _ in members}) > 1:
+                    conflicts[tuple(names)] = {
+                        "files": names, "labels": [{f: r.labels[f] for f in self.classes.by} for _, r in members],
+                        "reason": "near-identical pictures whose labels disagree on the class: no copy used"}
+                    drop.update(names)
+                elif self.mode == "drop":
+                    drop.update(names[1:])
+                    kept_groups.append((members[0][0], names))
+                else:
+                    kept_groups.append((members[0][0], names))
+            if self.mode == "drop":
+                dropped_groups += kept_groups
+            if not drop:
+                break
+            removed |= drop
+            for label, chosen in picks.items():
+                keep = [r for r in chosen if r.name not in drop]
+                spares = reserves[label]
+                while len(keep) < len(chosen) and spares:
+                    spare = spares.pop(0)
+                    if spare.name not in removed:
+                        keep.append(spare)
+                chosen[:] = keep
+        self.entry["compared"] = len(summ)
+        self.entry["conflicting"] = sorted(conflicts.values(), key=lambda c: c["files"])
+        conflicted = {n for c in conflicts.values() for n in c["files"]}
+        self.skipped = [{"file": n, "reason": "near-duplicate with conflicting labels"} for n in sorted(conflicted)]
+        ids: dict[str, int] = {}
+        final = dropped_groups if self.mode == "drop" else kept_groups
+        for gid, (label, names) in enumerate(sorted(final, key=lambda g: g[1])):
+            self.entry["groups"].append({"files": names, "class": self.classes.names[label]})
+            if self.mode == "group":
+                ids.update({n: gid for n in names})
+        if self.mode == "drop":
+            self.entry["dropped"] = sorted(n for _, names in final for n in names[1:])
+        return ids

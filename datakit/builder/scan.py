@@ -1,8 +1,7 @@
 """Scan a source folder: the label source names every candidate, then every candidate is read and
 hashed once, and identical bytes are counted once.
 
-No picture is decoded here (that happens when a picture is picked, and for the near-duplicate
-search); this pass only reads bytes, so it is cheap even on the full 23,708-file UTKFace dump.
+No picture is decoded here (that happens when a picture is picked); this pass only reads bytes, so it is cheap even on the full 23,708-file UTKFace dump.
 """
 
 from __future__ import annotations
@@ -49,42 +48,34 @@ class Scan:
     skipped: list[dict] = field(default_factory=list)  # {"file", "reason"}
     ignored: list[dict] = field(default_factory=list)  # stray entries {"file", "reason"}
     duplicates: dict = field(default_factory=lambda: {"identical": [], "conflicting": []})
-    near: dict = field(default_factory=dict)  # name -> near-duplicate summary (when asked for)
 
 
 _BATCH = 256  # files per task (thread or worker process)
 
 
-def _digests(src: str, names: list[str], near: bool = False) -> list[tuple[int, str, tuple | None]]:
-    """(size, digest, near-duplicate summary or None) per file; a file that cannot be read gets
-    size -1 and the reason in place of the digest."""
-    out, datas = [], []
+def _digests(src: str, names: list[str]) -> list[tuple[int, str]]:
+    """(size, digest) per file; a file that cannot be read gets size -1 and the reason in place of
+    the digest."""
+    out = []
     for name in names:
         try:
             with open(os.path.join(src, name), "rb", buffering=0) as f:
                 data = f.readall()
         except OSError as exc:
-            out.append((-1, f"cannot read: {exc.strerror or exc}", None))
+            out.append((-1, f"cannot read: {exc.strerror or exc}"))
             continue
-        out.append((len(data), hashlib.blake2b(data, digest_size=16).hexdigest(), None))
-        if near and data:
-            datas.append((len(out) - 1, data))
-    if datas:
-        from datakit.builder.neargroups import summarize
-
-        for (i, _), summary in zip(datas, summarize([d for _, d in datas])):
-            out[i] = out[i][:2] + (summary,)
+        out.append((len(data), hashlib.blake2b(data, digest_size=16).hexdigest()))
     return out
 
 
 def scan(src: str | os.PathLike, source, class_by: tuple[str, ...], workers: int | None = None,
-         progress=null_progress, executor=None, near: bool = False) -> Scan:
+         progress=null_progress, executor=None) -> Scan:
     """List `src` with the label `source` (see datakit.builder.labels), then read and hash every
     candidate; identical bytes count once, and copies whose labels disagree on a `class_by` field
     are all dropped.
 
     Files are read and hashed on `executor` (build passes its worker processes) or, by default,
-    on `workers` threads. near=True also computes each file's near-duplicate summary there."""
+    on `workers` threads."""
     src = Path(src)
     if not src.is_dir():
         raise DatakitError(f"{src}: not a folder")
@@ -100,13 +91,10 @@ def scan(src: str | os.PathLike, source, class_by: tuple[str, ...], workers: int
     if own:
         executor = ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1))
     try:
-        sizes = executor.map(_digests, [str(src)] * len(batches), [[n for n, _, _ in b] for b in batches],
-                             [near] * len(batches))
+        sizes = executor.map(_digests, [str(src)] * len(batches), [[n for n, _, _ in b] for b in batches])
         for batch, batch_sizes in zip(batches, sizes):
             bar.update(len(batch))
-            for (name, labels, out), (nbytes, digest, summary) in zip(batch, batch_sizes):
-                if summary is not None:
-                    result.near[name] = summary
+            for (name, labels, out), (nbytes, digest) in zip(batch, batch_sizes):
                 if nbytes < 0:
                     result.skipped.append({"file": name, "reason": digest})
                 elif nbytes == 0:

@@ -6,7 +6,8 @@ rest stay in reserve, in order, to replace a pick that turns out not to decode. 
 write order is shuffled too (classes mixed in every shard).
 
 Near-duplicate groups (datakit.builder.neargroups) stay inside one split: a group is split as one
-unit, assigned to the split of its first member in the class's shuffled order.
+unit. The random draws happen in the same order with or without them (every class's shuffle, then
+every split's), so `near_duplicates="keep"` gives the plan of a build without the feature.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ def shortage_table(classes: list[str], available: dict[str, int], per_class: int
 
 def select(scan: Scan, classes: Classes, per_class: int = 700, val_fraction: float = 0.1,
            test_fraction: float = 0.0, seed: int = 0, allow_short: bool = False,
-           groups: dict[str, int] | None = None) -> Plan:
-    """The plan of a build. `groups` maps a record name to its near-duplicate group id: the members
-    of a group go to one split."""
+           regroup=None) -> Plan:
+    """The plan of a build. `regroup(picks, reserves)` (datakit.builder.neargroups), called with
+    each class's picks and spares once they are drawn, may replace picks by spares (in order) and
+    returns {record name: near-duplicate group id}: the members of a group go to one split."""
     if val_fraction + test_fraction >= 1.0:
         raise DatakitError(f"val_fraction {val_fraction} + test_fraction {test_fraction} leaves no training data",
                            param=("val_fraction", "test_fraction"))
@@ -82,13 +84,24 @@ def select(scan: Scan, classes: Classes, per_class: int = 700, val_fraction: flo
     slots: dict[str, list[Slot]] = {s: [] for s in wanted}
     reserves: dict[int, list[Record]] = {}
     spares_split: dict[str, str] = {}
+    picks: dict[int, list[Record]] = {}
     for label, recs in by_label.items():
         order = [recs[i] for i in rng.permutation(len(recs))]
         take = min(per_class, len(order))
-        picks, reserves[label] = order[:take], order[take:]
-        sizes = split_sizes(take, val_fraction, test_fraction)
+        picks[label], reserves[label] = order[:take], order[take:]
+    groups = regroup(picks, reserves) if regroup else {}
+    after = {names[label]: len(chosen) for label, chosen in picks.items()}
+    short = [c for c, n in after.items() if n < min(per_class, available[c])]
+    if short and not allow_short:
+        raise DatakitError(
+            f"{scan.src}: {len(short)} class(es) have fewer than per_class {per_class} images once near-identical "
+            f"copies are set aside ({', '.join(short)}); nothing written (use allow_short to take what there is, "
+            "or near_duplicates='keep')\n" + shortage_table(names, after, per_class),
+            param=("per_class", "allow_short", "near_duplicates"))
+    for label, chosen in picks.items():
+        sizes = split_sizes(len(chosen), val_fraction, test_fraction)
         if groups:
-            assigned = _grouped(picks, sizes, wanted, groups)
+            assigned = _grouped(chosen, sizes, wanted, groups)
             for rec in reserves[label]:  # a spare of a picked group must replace into that group's split
                 g = groups.get(rec.name)
                 if g is not None and g in assigned[1]:
@@ -98,7 +111,7 @@ def select(scan: Scan, classes: Classes, per_class: int = 700, val_fraction: flo
             continue
         start = 0
         for split in wanted:
-            slots[split] += [Slot(split, label, r) for r in picks[start:start + sizes[split]]]
+            slots[split] += [Slot(split, label, r) for r in chosen[start:start + sizes[split]]]
             start += sizes[split]
     for split in wanted:
         slots[split] = [slots[split][i] for i in rng.permutation(len(slots[split]))]
