@@ -47,3 +47,30 @@ def test_stray_names():
     assert not looks_like_image_name("notes.txt")
     assert not looks_like_image_name("._25_0_1_2017.jpg.chip.jpg")  # macOS resource fork
     assert looks_like_image_name("25_0_1_2017.JPG")
+
+
+def test_canonical_fast_path_reads_like_the_lenient_parser():
+    """Names the fast path takes must parse to the same labels through the lenient parser alone."""
+    import re
+
+    from datakit.datasets.utk import names
+
+    rng = __import__("random").Random(5)
+    cases = ["1_0_0_20170109150557335.jpg.chip.jpg", "120_1_4_x.jpg", "121_1_4_x.jpg", "007_1_2_2017.jpg",
+             "20_1_3_.jpg", "20_1_0_ 2017.jpg", "20_0_4_20170116220224657 .jpg.chip.jpg"]
+    cases += [f"{rng.randint(0, 130)}_{rng.randint(0, 2)}_{rng.randint(0, 6)}_{rng.randint(0, 10**17)}.jpg.chip.jpg"
+              for _ in range(300)]
+    slow = names._CANONICAL
+    for name in cases:
+        try:
+            fast = names.parse_name(name)
+        except names.NameError_ as exc:
+            fast = str(exc)
+        names._CANONICAL = re.compile(r"(?!)")  # never matches: the lenient parser alone
+        try:
+            lenient = names.parse_name(name)
+        except names.NameError_ as exc:
+            lenient = str(exc)
+        finally:
+            names._CANONICAL = slow
+        assert fast == lenient, name

@@ -19,6 +19,9 @@ MAX_AGE = 120
 # Leading fields: digits separated by underscores, tolerating spaces around them.
 _LEADING = re.compile(r"^\s*(?P<age>[^_]*?)\s*_\s*(?P<gender>[^_]*?)\s*_\s*(?P<race>[^_.]*?)\s*(?P<sep>[_.]|$)")
 _IMAGE_SUFFIXES = ("jpg", "jpeg", "png")
+# The common, canonical name: ASCII digits, no spaces. Whatever it matches, the lenient path below
+# reads the same way; everything else goes there.
+_CANONICAL = re.compile(r"([0-9]{1,3})_([01])_([0-4])_")
 
 
 class NameError_(ValueError):
@@ -51,6 +54,9 @@ def _field(name: str, text: str, lo: int, hi: int) -> int:
 
 def parse_name(name: str) -> Labels:
     """Labels from a UTKFace file name; raises NameError_ with the reason when they are not valid."""
+    fast = _CANONICAL.match(name)
+    if fast is not None and int(fast.group(1)) <= MAX_AGE:
+        return Labels(age=int(fast.group(1)), gender=int(fast.group(2)), race=int(fast.group(3)))
     m = _LEADING.match(name)
     if not m:
         raise NameError_("name does not start with age_gender_race_ (missing field)")
