@@ -183,7 +183,7 @@ def quiet(outs: Path, limit_s: float) -> float:
 PATTERN = "{age:int}_{gender:0..1}_{race:0..4}_*"
 RACE_NAMES = ("white", "black", "asian", "indian", "others")
 GENDER_NAMES = ("male", "female")
-TOOLS = ("classic", "build-utk", "build-pattern", "build-folders")
+TOOLS = ("classic", "build-utk", "build-utk-keep", "build-pattern", "build-folders")
 
 
 def utk_like_source(work: Path, n: int, seed: int) -> Path:
@@ -238,9 +238,10 @@ def tool_command(tool: str, src: Path, classdirs: Path | None, dest: Path, per_c
     if tool == "classic":
         return [sys.executable, "-c", CLASSIC, str(src), str(dest), str(per_class), str(size),
                 ",".join(map(str, races))]
-    if tool == "build-utk":
+    if tool in ("build-utk", "build-utk-keep"):  # -keep: no near-duplicate grouping (its cost, side by side)
         return cli + ["build-utk", str(src), str(dest), "--per-class", str(per_class),
-                      "--races", ",".join(map(str, races)), "--size", str(size), "--json"]
+                      "--races", ",".join(map(str, races)), "--size", str(size), "--json"] + \
+            (["--near-duplicates", "keep"] if tool == "build-utk-keep" else [])
     where = (f"race={races[0]}..{races[-1]}" if list(races) == list(range(races[0], races[-1] + 1))
              else "race=" + ",".join(map(str, races)))
     if tool == "build-pattern":
@@ -254,7 +255,7 @@ def tool_command(tool: str, src: Path, classdirs: Path | None, dest: Path, per_c
 
 def available(tool: str) -> bool:
     """build-pattern and build-folders need `datakit build`, which may not exist yet."""
-    if not tool.startswith("build-") or tool == "build-utk":
+    if not tool.startswith("build-") or tool.startswith("build-utk"):
         return True
     probe = subprocess.run([sys.executable, "-m", "datakit_cli.main", "build", "--help"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -494,7 +494,8 @@ def augment_check(aug) -> Check:
 
 
 def doctor(path, label_mode: str | None = None, workers: int | None = None, progress=null_progress) -> dict:
-    """Run every check on a build-utk output or a CIFAR folder; returns the checks and the figures."""
+    """Run every check on a dataset folder (datakit.datasets: any build output, a CIFAR folder);
+    returns the checks and the figures."""
     t0 = time.perf_counter()
     src = open_dataset(path, label_mode)
     scan = Scan(src, workers)

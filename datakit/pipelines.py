@@ -52,7 +52,6 @@ log = logging.getLogger("datakit.pipelines")
 IMPLS = ("fast", "reference")
 DEVICES = ("auto", "cpu", "gpu")
 CIFAR_CROP = 24    # the tutorial's crop; the datasets' own default_crop is what the constructors use
-UTK_CROP = 0.88
 
 # stream tags of the seeded RNG (independent streams out of one user seed)
 _SHUFFLE, _DRAWS, _REFERENCE = 1, 2, 3

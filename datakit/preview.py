@@ -136,7 +136,7 @@ def draw_sheet(rows: list[tuple[str, str, list[np.ndarray]]], per_class: int, th
 def contact_sheet(path, out, split: str = "train", per_class: int = 8, fmt: str | None = None,
                   augmented: bool = False, seed: int = 0, thumb: int | None = None, label_mode: str | None = None,
                   palette: bool = False, progress=null_progress) -> dict:
-    """Write a PNG contact sheet of `split` of a build-utk output or a CIFAR folder to `out`.
+    """Write a PNG contact sheet of `split` of any dataset folder (a build output, a CIFAR folder) to `out`.
 
     palette=True stores a 256-colour PNG (about 4x smaller, colours approximate; the subtitle says so).
     """
