@@ -26,7 +26,7 @@ from pathlib import Path
 
 from datakit import __version__
 from datakit.atomic import remove, sha256_file, write_text
-from datakit.builder import emit, neargroups
+from datakit.builder import emit, neargroups, tfds_metadata
 from datakit.builder.classes import Allowed, Classes, Field, resolve
 from datakit.builder.scan import scan
 from datakit.builder.select import Plan, select, shortage_table
@@ -360,6 +360,8 @@ def _write(plan: Plan, src: Path, root: Path, recipe: Recipe, o: BuildOptions, p
     finally:
         bar.close()
     if "tfrecord" in formats:
-        rel, digest = write_features_json(root, features(fields, recipe.feature_docs))
+        table = features(fields, recipe.feature_docs)
+        rel, digest = write_features_json(root, table)
         files[rel] = digest
+        files.update(tfds_metadata.write(root, recipe.stem, table, plan.classes, size, outputs["tfrecord"]))
     return {"counts": counts, "outputs": outputs, "files": files, "skipped": skipped}

@@ -31,7 +31,9 @@ RESERVED = ("labels", "filenames", "images")  # HDF5 dataset names a label field
 
 
 def features(fields, docs: dict | None = None) -> dict:
-    """features.json's table: the image keys, then one int64 or string feature per label field."""
+    """The Example's keys: the image keys, then one int64 or string feature per label field, each
+    with its dtype and doc (tfrecord/datakit_features.json; tfds_metadata builds TFDS's features.json
+    from it)."""
     docs = docs or {}
     out = {key: {**spec, "doc": docs.get(key, spec["doc"])} for key, spec in IMAGE_FEATURES.items()}
     for f in fields:
@@ -155,7 +157,8 @@ class HDF5Writer:
 
 
 def write_features_json(root: Path, table: dict) -> tuple[str, str]:
-    rel = "tfrecord/features.json"
+    """tfrecord/datakit_features.json: the keys as plain tf.io parsing sees them (features.json is TFDS's)."""
+    rel = "tfrecord/datakit_features.json"
     data = json.dumps({"features": table,
                        "parse": "tf.io.parse_single_example(record, {name: tf.io.FixedLenFeature([], "
                                 "tf.string or tf.int64)})"}, indent=2).encode()
