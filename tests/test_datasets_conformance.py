@@ -194,6 +194,30 @@ def test_preview_draws_a_sheet(case, tmp_path):
     assert len(got["cells"]) == len(ds.classes)
 
 
+def test_tf_source_of_every_format_feeds_a_pipeline(case):
+    """The tf.data side of the interface: each format's source gives the pipelines the whole split,
+    labels in range, at the dataset's size and default crop."""
+    import numpy as np
+
+    from datakit import pipelines
+
+    ds = open_dataset(case.path)
+    split = [s for s in ds.splits if s not in ds.train_splits][0]
+    for fmt in ds.formats:
+        src = ds.tf_source(split, fmt)
+        assert src.count == ds.count(split) and src.image_shape == (ds.size, ds.size, 3)
+        p = pipelines.dataset_pipeline(ds, split, fmt, None, pipelines.PipelineOptions(batch_size=7, device="cpu"))
+        labels, n = [], 0
+        for images, y in p:
+            crop = case.crop if isinstance(case.crop, int) else int(round(case.crop * ds.size))
+            assert tuple(images.shape[1:]) == (crop, crop, 3)
+            labels += y.numpy().tolist()
+            n += int(images.shape[0])
+        assert n == ds.count(split) and set(labels) <= set(range(len(ds.classes)))
+        items = sorted(item.label for item in ds.items(split, fmt, pixels=False))
+        assert sorted(labels) == items
+
+
 # -- builds: the manifest decides, for any dataset key -------------------------------------------
 
 @pytest.fixture(scope="module")
