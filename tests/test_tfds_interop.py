@@ -23,7 +23,7 @@ from datakit.datasets import folder
 from datakit.errors import DatakitError
 from datakit.testing import synthetic
 
-GENERIC_CLASSES = ("zebra", "apple", "café au lait")  # not UTKFace's, not in label order, not ASCII
+GENERIC_CLASSES = ("zebra", "apple", "café au lait")  # not UTKFace's; a space and a non-ASCII letter
 
 
 @pytest.fixture(scope="module")
@@ -149,17 +149,17 @@ def test_slicing_a_split_reads_the_shard_lengths(generic_build):
     shards = manifest["outputs"]["tfrecord"]["train"]
     assert len(shards) > 1  # several shards, so shardLengths decide where train[2:5] lies
     builder = tfds.builder_from_directory(out / "tfrecord")
-    whole = [_value(ex["image"]["filename"]) for ex in builder.as_dataset(split="train", shuffle_files=False,
-                                                                        read_config=tfds.ReadConfig(interleave_cycle_length=1))]
-    part = [_value(ex["image"]["filename"]) for ex in builder.as_dataset(split="train[2:5]", shuffle_files=False,
-                                                                       read_config=tfds.ReadConfig(interleave_cycle_length=1))]
-    assert part == whole[2:5] and len(whole) == sum(manifest["counts"]["train"].values())
+    in_order = tfds.ReadConfig(interleave_cycle_length=1)  # one shard after the other
+    names = lambda split: [_value(ex["image"]["filename"])
+                           for ex in builder.as_dataset(split=split, shuffle_files=False, read_config=in_order)]
+    whole = names("train")
+    assert names("train[2:5]") == whole[2:5] and len(whole) == sum(manifest["counts"]["train"].values())
 
 
-def _stock_features(manifest: dict) -> tfds.features.FeaturesDict:
+def _stock_features(out: Path, manifest: dict) -> tfds.features.FeaturesDict:
     """The features a TFDS user would declare for datakit's Example keys, docs included."""
     F = tfds.features
-    table = json.loads((Path(manifest["_out"]) / "tfrecord" / "datakit_features.json").read_text())["features"]
+    table = json.loads((out / "tfrecord" / "datakit_features.json").read_text())["features"]
     doc = lambda key: table[key]["doc"]
     kinds = {fld["name"]: fld["kind"] for fld in manifest["fields"]}
     s = manifest["size"]
@@ -189,7 +189,7 @@ def test_the_metadata_is_what_write_metadata_writes(build, tmp_path):
             shutil.copy(out / rel, theirs)
     ours = out / "tfrecord"
     description = json.loads((ours / "dataset_info.json").read_text())["description"]
-    tfds.folder_dataset.write_metadata(data_dir=theirs, features=_stock_features({**manifest, "_out": str(out)}),
+    tfds.folder_dataset.write_metadata(data_dir=theirs, features=_stock_features(out, manifest),
                                        split_infos=None, description=description, check_data=True)
     for name in ("dataset_info.json", "features.json"):
         got, want = json.loads((ours / name).read_text()), json.loads((theirs / name).read_text())
