@@ -134,7 +134,7 @@ def test_manifest_hashes_and_features(utk_build):
     h5 = [rel for rel in manifest["files"] if rel.endswith(".h5")]
     for rel in list(manifest["files"])[::7] + h5:
         assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == manifest["files"][rel], rel
-    spec = json.loads((out / "tfrecord" / "features.json").read_text())
+    spec = json.loads((out / "tfrecord" / "datakit_features.json").read_text())
     assert set(spec["features"]) >= {"image/encoded", "image/class/label", "image/filename", "age", "gender", "race"}
     assert json.loads((out / "manifest.json").read_text()) == manifest
     assert manifest["options"]["per_class"] == 10 and manifest["datakit"]["version"]

@@ -104,9 +104,9 @@ class Recipe:
     def check(self) -> None:
         names = [f.name for f in self.source.fields]
         for f in self.source.fields:
-            if f.name.startswith("image/") or f.name in RESERVED or not f.name:
-                raise DatakitError(f"label field {f.name!r}: the name is reserved (image/..., "
-                                   f"{', '.join(RESERVED)})", param="class_by")
+            if f.name == "image" or f.name.startswith("image/") or f.name in RESERVED or not f.name or "/" in f.name:
+                raise DatakitError(f"label field {f.name!r}: the name is reserved or nests (image, image/..., "
+                                   f"{', '.join(RESERVED)}, a '/')", param="class_by")
         missing = [f for f in self.class_by if f not in names]
         if missing or not self.class_by:
             raise DatakitError(f"class_by: {missing or 'nothing'} not among the label fields "
