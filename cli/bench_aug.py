@@ -1,16 +1,19 @@
-"""`datakit bench-aug`: reference vs fast augmentation pipelines (and the crop+cast bound), side by side."""
+"""`datakit bench-aug`: reference vs fast augmentation pipelines, the crop+cast bound and the Keras peers, side by side."""
 
 from __future__ import annotations
 
 from datakit_cli.common import positive_int, str_list
 
 NAME = "bench-aug"
-HELP = "measure the augmentation pipelines (reference, fast, crop+cast bound) side by side"
+HELP = "measure the augmentation pipelines (reference, fast, crop+cast bound, Keras peers) side by side"
 DESCRIPTION = (
     "Run each augmentation implementation on the same CIFAR-shaped data in one run (synthetic data "
     "unless --data names a folder holding cifar-10-batches-bin/): warm up, then alternate timed windows "
-    "of each and print images/s, ms per batch, fast/reference and how close fast gets to a bare "
-    "crop+cast of the same batches. --threads sets the tf.data private thread pool and the map "
+    "of each and print images/s, ms per batch, fast/reference, how close fast gets to a bare "
+    "crop+cast of the same batches, and fast and the datakit Keras layer against the stock Keras "
+    "preprocessing layers (keras-layers: RandomCrop, RandomFlip, RandomBrightness, RandomContrast, "
+    "per-image standardization, per batch in tf.data; datakit-layer: datakit.layers.AugmentLayer in "
+    "a model's forward pass). --threads sets the tf.data private thread pool and the map "
     "parallelism (16 is the CIFAR-10 tutorial's figure)."
 )
 
@@ -25,8 +28,10 @@ def add_arguments(p):
     p.add_argument("--data", default=None, metavar="DIR",
                    help="folder holding cifar-10-batches-bin/ (default, or 'synthetic': synthetic CIFAR-shaped data)")
     p.add_argument("--images", type=positive_int, default=10000, metavar="N", help="synthetic data set size")
-    p.add_argument("--impl", "--impls", dest="impl", type=str_list, default=["reference", "fast", "crop+cast"], metavar="LIST",
-                   help="comma-separated among reference, fast, crop+cast (the bound), fast-nojit (fast without XLA)")
+    p.add_argument("--impl", "--impls", dest="impl", type=str_list, default=None, metavar="LIST",
+                   help="comma-separated among reference, fast, crop+cast (the bound), fast-nojit (fast without XLA), "
+                   "keras-layers (stock Keras layers in tf.data), datakit-layer (datakit's Keras layer in a model), "
+                   "or 'all' (default: all but fast-nojit)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="auto: the GPU when TensorFlow sees one")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of the pipelines")
@@ -41,8 +46,12 @@ def run(args) -> dict:
     from datakit import bench
     from datakit_cli.common import progress_factory
 
+    if args.impl is None:
+        impls = bench.DEFAULT_IMPLS if args.service is None else ("reference", "fast", bench.BOUND)
+    else:
+        impls = bench.IMPLS if args.impl == ["all"] else args.impl
     return bench.bench_aug(threads=args.threads, batch=args.batch, steps=args.steps, data=args.data,
-                           impls=args.impl, device=args.device, rounds=args.rounds, min_seconds=args.min_seconds,
+                           impls=impls, device=args.device, rounds=args.rounds, min_seconds=args.min_seconds,
                            images=args.images, seed=args.seed, service=args.service,
                            processing_mode=args.processing_mode, progress=progress_factory(not args.json))
 
@@ -62,5 +71,9 @@ def render(result: dict) -> str:
     if "fast_of_bound" in result:
         lines.append(f"fast reaches {100 * result['fast_of_bound']:.0f}% of the crop+cast bound "
                      "(a gather + cast of the same batches, one memory pass)")
+    if "fast_over_keras_layers" in result:
+        lines.append(f"fast / keras-layers = {result['fast_over_keras_layers']:.2f}x")
+    if "layer_over_keras_layers" in result:
+        lines.append(f"datakit-layer / keras-layers = {result['layer_over_keras_layers']:.2f}x")
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)

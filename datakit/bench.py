@@ -9,6 +9,16 @@ taking batches, i.e. what a training loop sees.
 
 "crop+cast" is the physical bound: the fast path with every op but the crop turned off, a
 gather and a cast to float32 of the same batches: one memory pass and nothing else.
+
+The peers augment the same raw batches (shuffled index batches gathered from the in-memory uint8
+array, as `model.fit(x, y)` slices arrays; one seeded permutation per epoch):
+- "keras-layers": the tutorial's chain as a user writes it with stock Keras 3 preprocessing layers
+  (`RandomCrop`, `RandomFlip("horizontal")`, `RandomBrightness`, `RandomContrast`, then
+  `tf.image.per_image_standardization` in a `Lambda`), applied per batch in tf.data as the Keras
+  docs show: `ds.map(lambda x, y: (stack(x, training=True), y))`. Same ranges as the Augment config;
+  stock differences: `RandomCrop` takes one offset per batch, brightness and contrast clip to 0..255.
+- "datakit-layer": `datakit.layers.AugmentLayer` in a model's forward pass, a tf.function of
+  `model(x, training=True)` on each raw batch, in the consuming loop (where the model runs).
 """
 
 from __future__ import annotations
@@ -21,9 +31,12 @@ from datakit.augment import Augment
 from datakit.errors import DatakitError
 from datakit.progress import null_progress
 
-IMPLS = ("reference", "fast", "crop+cast", "fast-nojit")
+IMPLS = ("reference", "fast", "crop+cast", "fast-nojit", "keras-layers", "datakit-layer")
 BOUND = "crop+cast"
 UNFUSED = "fast-nojit"  # the fast path as plain TF ops (no XLA): shows what the fusion buys
+KERAS, LAYER = "keras-layers", "datakit-layer"  # the peers: stock Keras layers in tf.data; datakit's layer in a model
+PEERS = (KERAS, LAYER)
+DEFAULT_IMPLS = ("reference", "fast", BOUND, KERAS, LAYER)  # what `datakit bench-aug` measures by default
 
 
 def cores() -> int:
@@ -65,7 +78,90 @@ def _options(impl: str, batch: int, threads: int, device: str, seed: int, servic
 def _pipeline(impl: str, images, labels, options):
     from datakit import pipelines
 
+    if impl in PEERS:
+        return _peer(impl, images, labels, options)
     return pipelines.from_arrays(images, labels, options=options, source=f"bench {impl}")
+
+
+class _Peer:
+    """A peer's endless batches, with what the results table shows of a pipeline (device, augment)."""
+
+    def __init__(self, batches, device: str, described: str):
+        self.batches, self.device, self.described = batches, device, described
+
+    def __iter__(self):
+        return iter(self.batches())
+
+
+def _raw_batches(images, labels, options):
+    """Endless shuffled (uint8 [B, H, W, C], int32 [B]) batches of the arrays: what the peers augment."""
+    import tensorflow as tf
+
+    from datakit import pipelines
+
+    n, batch = len(labels), options.batch_size
+    images_t, labels_t = tf.constant(images), tf.constant(labels.astype("int32"))
+
+    def epoch(r):  # one seeded permutation per epoch, cut into full batches
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([r, tf.constant(1, tf.int64)]))
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[: n // batch * batch], [n // batch, batch]))
+
+    ds = tf.data.Dataset.random(seed=options.seed, rerandomize_each_iteration=True).flat_map(epoch)
+    ds = ds.map(lambda idx: (tf.gather(images_t, idx), tf.gather(labels_t, idx)),
+                num_parallel_calls=options.threads or tf.data.AUTOTUNE)
+    tf_options = tf.data.Options()
+    if options.threads:
+        tf_options.threading.private_threadpool_size = options.threads
+    return ds.with_options(tf_options), options.augment or Augment(crop=pipelines.CIFAR_CROP)
+
+
+def keras_tutorial_stack(aug: Augment, image_hw: tuple[int, int], seed: int | None = None):
+    """The Augment chain as stock Keras 3 preprocessing layers (what a Keras user writes for the tutorial)."""
+    import keras
+    import tensorflow as tf
+
+    if aug.center_crop:
+        raise DatakitError("keras-layers: the stock stack is the training chain (random crop)", param="augment")
+    k = (lambda i: None) if seed is None else (lambda i: seed + i)  # noqa: E731
+    stack = []
+    if aug.crop is not None:
+        stack.append(keras.layers.RandomCrop(*aug.crop_size(*image_hw), seed=k(1)))
+    if aug.flip:
+        stack.append(keras.layers.RandomFlip("horizontal", seed=k(2)))
+    if aug.brightness is not None:  # factor: a fraction of the value range; delta uniform in +-63
+        stack.append(keras.layers.RandomBrightness(aug.brightness / 255.0, value_range=(0, 255), seed=k(3)))
+    if aug.contrast is not None:    # factor (a, b): contrast in [1 - a, 1 + b], the tutorial's [0.2, 1.8]
+        lo, hi = aug.contrast
+        stack.append(keras.layers.RandomContrast((1.0 - lo, hi - 1.0), value_range=(0, 255), seed=k(4)))
+    if aug.standardize:
+        stack.append(keras.layers.Lambda(tf.image.per_image_standardization))
+    return keras.Sequential(stack, name="keras_tutorial_augmentation")
+
+
+def _peer(impl: str, images, labels, options) -> _Peer:
+    import tensorflow as tf
+
+    raw, aug = _raw_batches(images, labels, options)
+    hw = images.shape[1:3]
+    if impl == KERAS:
+        stack = keras_tutorial_stack(aug, hw, options.seed)
+        ds = raw.map(lambda x, y: (stack(x, training=True), y), num_parallel_calls=options.threads or tf.data.AUTOTUNE)
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+        names = ", ".join(type(layer).__name__ for layer in stack.layers)
+        return _Peer(lambda: iter(ds), "cpu", f"stock Keras layers in tf.data.map: {names}")
+    import keras
+
+    from datakit.layers import AugmentLayer
+
+    model = keras.Sequential([keras.Input((*hw, images.shape[3]), dtype="uint8"), AugmentLayer(aug, seed=options.seed)])
+    forward = tf.function(lambda x: model(x, training=True))
+    ds = raw.prefetch(tf.data.AUTOTUNE)
+
+    def batches():
+        for x, y in ds:
+            yield forward(x), y
+
+    return _Peer(batches, options.device, f"datakit AugmentLayer in model(x, training=True): {aug.describe()}")
 
 
 def _service_data(data, images: int, seed: int) -> tuple[str, str, str | None]:
@@ -137,6 +233,9 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
             raise DatakitError(f"impls: {impl!r} is not among {', '.join(IMPLS)}", param="impls")
     if not impls:
         raise DatakitError("impls: nothing to measure", param="impls")
+    if service is not None and set(impls) & set(PEERS):
+        raise DatakitError(f"impls: {', '.join(PEERS)} run in this process on in-memory data, not on a tf.data "
+                           "service", param="impls")
     for name, value in (("threads", threads), ("batch", batch), ("steps", steps), ("rounds", rounds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DatakitError(f"{name}={value!r}: expected a positive integer", param=name)
@@ -179,7 +278,7 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
             "min_images_per_sec": round(min(rates), 1), "max_images_per_sec": round(max(rates), 1),
             "batches": sum(n for n, _ in windows[impl]), "seconds": round(sum(s for _, s in windows[impl]), 3),
             "device": p.device if impl != "reference" or p.device == "cpu" else "cpu (prefetched to gpu)",
-            "augment": p.augment.describe(),
+            "augment": p.described if impl in PEERS else p.augment.describe(),
         })
     by = {r["impl"]: r["images_per_sec"] for r in results}
     n_cores = cores()
@@ -201,4 +300,8 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
         out["fast_over_reference"] = round(by["fast"] / by["reference"], 2)
     if "fast" in by and BOUND in by:
         out["fast_of_bound"] = round(by["fast"] / by[BOUND], 3)
+    if "fast" in by and KERAS in by:
+        out["fast_over_keras_layers"] = round(by["fast"] / by[KERAS], 2)
+    if LAYER in by and KERAS in by:
+        out["layer_over_keras_layers"] = round(by[LAYER] / by[KERAS], 2)
     return out

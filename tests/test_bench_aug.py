@@ -66,3 +66,42 @@ def test_cli_gpu_without_gpu_is_a_clear_error(monkeypatch, capsys):
     code = main(["bench-aug", "--device", "gpu", "--steps", "1"])
     err = capsys.readouterr().err
     assert code == 1 and "sees no GPU" in err
+
+
+def test_cli_json_puts_the_keras_peers_beside_the_fast_path(capsys):
+    code = main(["bench-aug", "--threads", "2", "--batch", "16", "--steps", "2", "--rounds", "1", "--min-seconds", "0",
+                 "--images", "64", "--impl", "fast,keras-layers,datakit-layer", "--device", "cpu", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and [x["impl"] for x in out["results"]] == ["fast", "keras-layers", "datakit-layer"]
+    by = {x["impl"]: x for x in out["results"]}
+    assert all(x["images_per_sec"] > 0 and x["batches"] >= 2 for x in by.values())
+    assert "RandomCrop, RandomFlip, RandomBrightness, RandomContrast" in by["keras-layers"]["augment"]
+    assert "AugmentLayer" in by["datakit-layer"]["augment"]
+    assert out["fast_over_keras_layers"] == round(by["fast"]["images_per_sec"] / by["keras-layers"]["images_per_sec"], 2)
+    assert out["layer_over_keras_layers"] == round(
+        by["datakit-layer"]["images_per_sec"] / by["keras-layers"]["images_per_sec"], 2)
+    from datakit_cli.bench_aug import render
+
+    assert "datakit-layer / keras-layers" in render(out)
+
+
+def test_keras_stack_is_the_tutorial_chain_in_stock_layers():
+    """Ranges as the Augment config's: delta within +-63, contrast factor in [0.2, 1.8], then standardized."""
+    import numpy as np
+
+    stack = bench.keras_tutorial_stack(bench.Augment(), (32, 32), seed=0)
+    assert [type(layer).__name__ for layer in stack.layers] == ["RandomCrop", "RandomFlip", "RandomBrightness",
+                                                                "RandomContrast", "Lambda"]
+    crop, _, brightness, contrast, _ = (layer.get_config() for layer in stack.layers)
+    assert (crop["height"], crop["width"]) == (24, 24)
+    assert np.allclose(np.array(brightness["factor"]) * 255, [-63, 63]) and tuple(brightness["value_range"]) == (0, 255)
+    assert np.allclose(contrast["factor"], (0.8, 0.8))  # [1 - 0.8, 1 + 0.8]
+    x, _ = synthetic_cifar.cifar10_arrays(8, np.random.default_rng(0))
+    out = stack(x, training=True).numpy()
+    assert out.shape == (8, 24, 24, 3)
+    assert abs(out.mean(axis=(1, 2, 3))).max() < 1e-4 and abs(out.std(axis=(1, 2, 3)) - 1).max() < 1e-3
+
+
+def test_peers_do_not_run_on_a_service():
+    with pytest.raises(DatakitError, match="not on a tf.data service"):
+        bench.bench_aug(impls=("keras-layers",), service="grpc://localhost:5050", **TINY)
