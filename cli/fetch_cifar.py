@@ -24,13 +24,15 @@ def description(dataset: str) -> str:
         f"extracting anything, extract it safely (no member may leave DIR; links and device files refuse the "
         f"archive) into a temporary folder and rename DIR/{s.folder}/ ({', '.join(s.required)}) into place when "
         "complete. Downloads stream to a .part file, retry dropped connections with backoff and resume with HTTP "
-        "Range requests (base backoff: $DATAKIT_FETCH_BACKOFF seconds, default 1). Run again on a complete DIR, "
-        "it does no network I/O."
+        "Range requests (base backoff: $DATAKIT_FETCH_BACKOFF seconds, default 1). A transfer that passes the "
+        "archive's size is stopped and deleted; an HTML page (captive portal) is refused; one fetch at a time per "
+        "DIR. Run again on a complete DIR, it does no network I/O."
     )
 
 
 def add_arguments(p, dataset: str) -> None:
     from datakit.datasets import cifar
+    from datakit.datasets.cifar.download import SIZE_CAP
     from datakit_cli.common import positive_int
 
     s = cifar.spec(dataset)
@@ -44,6 +46,10 @@ def add_arguments(p, dataset: str) -> None:
     digest = p.add_mutually_exclusive_group()
     digest.add_argument("--md5", metavar="HEX", default=None, help=f"expected MD5 of the archive (official: {s.md5})")
     digest.add_argument("--sha256", metavar="HEX", default=None, help="expected SHA-256 of the archive")
+    p.add_argument("--size", type=positive_int, default=None, metavar="BYTES",
+                   help=f"expected size of the archive in bytes (official: {s.size}, assumed whenever the official "
+                   "MD5 is the one verified); a download that passes it is stopped and deleted. A download of no "
+                   f"known size stops at {SIZE_CAP} bytes")
     p.add_argument("--tries", type=positive_int, default=5, metavar="N",
                    help="give up after N consecutive attempts that add no bytes")
     p.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="socket timeout in seconds")
@@ -54,7 +60,7 @@ def run(args, dataset: str) -> dict:
     from datakit_cli.common import progress_factory
 
     result = cifar.fetch(dataset, args.dest, url=args.url, md5=args.md5, sha256=args.sha256,
-                         from_archive=args.from_archive, tries=args.tries, timeout=args.timeout,
+                         size=args.size, from_archive=args.from_archive, tries=args.tries, timeout=args.timeout,
                          progress=progress_factory(not args.json))
     return {key: result[key] for key in ("dataset", "folder", "fetched", "archive", "counts", "download", "classes")}
 

@@ -37,6 +37,7 @@ class Spec:
     title: str
     url: str
     md5: str                      # published on the CIFAR page
+    size: int                     # bytes of the official archive (pinned with the MD5, as TFDS's checksum files do)
     archive: str
     folder: str
     splits: dict[str, tuple[str, ...]]
@@ -66,7 +67,7 @@ class Spec:
 CIFAR10 = Spec(
     key="cifar10", title="CIFAR-10",
     url="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", md5="c32a1d4ab5d03f1284b67883e8d87530",
-    archive="cifar-10-binary.tar.gz", folder="cifar-10-batches-bin",
+    size=170_052_171, archive="cifar-10-binary.tar.gz", folder="cifar-10-batches-bin",
     splits={"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)},
     label_bytes=1, label_offsets={"label": 0}, classes={"label": 10},
     names={"label": "batches.meta.txt"}, default_mode="label", aliases={"fine": "label"},
@@ -75,7 +76,7 @@ CIFAR10 = Spec(
 CIFAR100 = Spec(
     key="cifar100", title="CIFAR-100",
     url="https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", md5="03b5dce01913d631647c71ecec9e9cb8",
-    archive="cifar-100-binary.tar.gz", folder="cifar-100-binary",
+    size=168_513_733, archive="cifar-100-binary.tar.gz", folder="cifar-100-binary",
     splits={"train": ("train.bin",), "test": ("test.bin",)},
     label_bytes=2, label_offsets={"coarse": 0, "fine": 1}, classes={"coarse": 20, "fine": 100},
     names={"coarse": "coarse_label_names.txt", "fine": "fine_label_names.txt"}, default_mode="fine",
