@@ -1,6 +1,11 @@
 """Where the labels of an arbitrary picture folder come from: class folders, a file-name pattern, or
 a CSV (FairFace-style). Each is a label source of the generic builder: `.fields`, `.declared`
 (allowed values known up front) and `.list(src)`, which names every candidate without reading it.
+
+Every source applies datakit.builder.scan's one policy for hostile entries: symbolic links are
+followed only to a regular file inside SRC (never to a folder), FIFOs, sockets and devices are
+ignored and never opened, and a picture whose path is not valid UTF-8 or holds a control character
+is skipped, each with the reason.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import re
 from pathlib import Path
 
 from datakit.builder.classes import Allowed, Field, check_class_name, parse_allowed
-from datakit.builder.scan import Listing
+from datakit.builder.scan import Listing, inspect, shown
 from datakit.errors import DatakitError
 
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -28,22 +33,28 @@ def _flat(rel: str) -> str:
     return rel.replace("/", "__")
 
 
-def _walk(root: Path, prefix: str, found: Listing):
-    """Every regular file under `root` (sorted, symbolic links to folders not followed), as paths
-    relative to SRC; other entries are reported as ignored."""
+def _walk(root: Path, prefix: str, found: Listing, top: str):
+    """Every regular file under `root` (sorted; symbolic links followed only to a regular file
+    inside `top`, SRC, and never to a folder), as paths relative to SRC; other entries, and folders
+    that hold nothing, are reported as ignored."""
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
-        found.ignored.append({"file": prefix.rstrip("/") or ".", "reason": f"cannot list: {exc.strerror or exc}"})
+        found.ignore(prefix.rstrip("/") or ".", f"cannot list: {exc.strerror or exc}")
         return
     for entry in entries:
         rel = prefix + entry.name
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path), rel + "/", found)
-        elif not entry.is_file():
-            found.ignored.append({"file": rel, "reason": "not a regular file"})
+        kind, why = inspect(entry, top)
+        if kind == "dir":
+            before = len(found.ignored)
+            inner = list(_walk(Path(entry.path), rel + "/", found, top))
+            if not inner and len(found.ignored) == before:
+                found.ignore(rel, "empty folder")
+            yield from inner
+        elif why:
+            found.ignore(rel, why)
         elif not is_picture_name(entry.name):
-            found.ignored.append({"file": rel, "reason": f"not a picture name ({', '.join(PICTURE_SUFFIXES)})"})
+            found.ignore(rel, f"not a picture name ({', '.join(PICTURE_SUFFIXES)})")
         else:
             yield rel
 
@@ -61,19 +72,22 @@ class ClassFolders:
     def list(self, src: Path) -> Listing:
         found = Listing()
         for entry in sorted(os.scandir(src), key=lambda e: e.name):
-            if not entry.is_dir(follow_symlinks=False):
-                found.ignored.append({"file": entry.name, "reason": "not a class folder (SRC holds one folder per class)"})
+            kind, why = inspect(entry, str(src))
+            if kind != "dir":
+                found.ignore(entry.name, f"{why}: not a class folder" if why else
+                             "not a class folder (SRC holds one folder per class)")
                 continue
             why = check_class_name(entry.name)
             if why:
-                found.ignored.append({"file": entry.name, "reason": f"folder name is not a valid class name ({why})"})
+                found.ignore(entry.name, f"folder name is not a valid class name ({why})")
                 continue
-            files = list(_walk(Path(entry.path), entry.name + "/", found))
+            files = list(_walk(Path(entry.path), entry.name + "/", found, str(src)))
             if not files:
-                found.ignored.append({"file": entry.name, "reason": "empty class folder (no pictures): not a class"})
+                found.ignore(entry.name, "empty class folder (no pictures): not a class")
                 continue
+            labels = {"class": entry.name}
             for rel in files:
-                found.named.append((rel, {"class": entry.name}, _flat(rel.split("/", 1)[1])))
+                found.offer(rel, lambda _: labels, _flat(rel.split("/", 1)[1]))
         return found
 
 
@@ -142,17 +156,15 @@ class NamePattern:
     def list(self, src: Path) -> Listing:
         found = Listing()
         for entry in sorted(os.scandir(src), key=lambda e: e.name):
-            if entry.is_dir(follow_symlinks=False):
-                found.ignored.append({"file": entry.name, "reason": "subfolder (SRC must be a flat folder)"})
-            elif not entry.is_file():
-                found.ignored.append({"file": entry.name, "reason": "not a regular file"})
+            kind, why = inspect(entry, str(src))
+            if kind == "dir":
+                found.ignore(entry.name, "subfolder (SRC must be a flat folder)")
+            elif why:
+                found.ignore(entry.name, why)
             elif not is_picture_name(entry.name):
-                found.ignored.append({"file": entry.name, "reason": f"not a picture name ({', '.join(PICTURE_SUFFIXES)})"})
+                found.ignore(entry.name, f"not a picture name ({', '.join(PICTURE_SUFFIXES)})")
             else:
-                try:
-                    found.named.append((entry.name, self.parse(entry.name), entry.name))
-                except ValueError as exc:
-                    found.skipped.append({"file": entry.name, "reason": f"bad name: {exc}"})
+                found.offer(entry.name, self.parse)
         return found
 
 
@@ -198,12 +210,12 @@ class CsvLabels:
         for line, row in self.rows:
             raw = (row.get(self.file_column) or "").strip()
             if not raw:
-                found.skipped.append({"file": f"{where}:{line}", "reason": f"row {line} names no file"})
+                found.skip(f"{where}:{line}", f"row {line} names no file")
                 continue
             rel = raw.replace("\\", "/")
             parts = [p for p in rel.split("/") if p not in ("", ".")]
             if rel.startswith("/") or ".." in parts:
-                found.skipped.append({"file": raw, "reason": f"row {line}: path outside SRC"})
+                found.skip(raw, f"row {line}: path outside SRC")
                 continue
             rel = "/".join(parts)
             labels, bad = {}, None
@@ -214,24 +226,30 @@ class CsvLabels:
                     break
                 labels[c] = int(text) if kinds[c] == "int" else text
             if bad:
-                found.skipped.append({"file": rel, "reason": bad})
+                found.skip(rel, bad)
                 continue
             if rel in seen:
                 if seen[rel] != labels:
                     conflicts.add(rel)
                 continue
             seen[rel] = labels
-        present = set(_walk(src, "", Listing()))
+        stray = Listing()  # what the walk ignores: reported below unless the CSV names it
+        present = set(_walk(src, "", stray, str(src)))
+        why_not = {e["file"]: e["reason"] for e in stray.ignored}
         for rel in sorted(conflicts):
-            found.skipped.append({"file": rel, "reason": f"named in {where} more than once with other labels"})
+            found.skip(rel, f"named in {where} more than once with other labels")
         for rel, labels in sorted(seen.items()):
             if rel in conflicts:
                 continue
             if rel not in present:
-                reason = "not a regular picture file" if (src / rel).exists() else "missing"
-                found.skipped.append({"file": rel, "reason": f"named in {where} but {reason}"})
+                reason = why_not.get(shown(rel)) or ("not a regular picture file" if (src / rel).exists() else "missing")
+                found.skip(rel, f"named in {where} but {reason}")
                 continue
-            found.named.append((rel, labels, _flat(rel)))
+            found.offer(rel, lambda _: labels, _flat(rel))
+        named = {shown(rel) for rel in seen}
+        for entry in stray.ignored:
+            if entry["file"] not in named:
+                found.ignored.append(entry)
         for rel in sorted(present - set(seen)):
-            found.ignored.append({"file": rel, "reason": f"not named in {where}"})
+            found.ignore(rel, f"not named in {where}")
         return found

@@ -2,7 +2,8 @@
 
 Only the three leading fields carry labels; the rest of the name varies in the real dump
 (longer or shorter timestamps, a stray space, `...357jpg.chip.jpg` without the dot), so it is
-accepted as it comes. Classes are race x gender: label = race_index * 2 + gender, with
+accepted as it comes. A label field is ASCII digits only (`int()` would also read "٣٠", Arabic-Indic
+30). Classes are race x gender: label = race_index * 2 + gender, with
 race_index the position of the race in the requested `races`.
 """
 
@@ -44,8 +45,11 @@ def looks_like_image_name(name: str) -> bool:
 def _field(name: str, text: str, lo: int, hi: int) -> int:
     if text == "":
         raise NameError_(f"missing {name} field")
-    if not text.isdigit():
-        raise NameError_(f"{name} field {text!r} is not a number")
+    if not (text.isascii() and text.isdigit()):  # int() also reads Arabic-Indic and other digits
+        hint = " (only ASCII digits 0-9 count)" if text.isdigit() else ""
+        raise NameError_(f"{name} field {text!r} is not a number{hint}")
+    if len(text.lstrip("0")) > len(str(hi)):  # before int(): Python refuses to read 4,300+ digits
+        raise NameError_(f"{name} {text[:12]}{'...' if len(text) > 12 else ''} outside {lo}-{hi}")
     value = int(text)
     if not lo <= value <= hi:
         raise NameError_(f"{name} {value} outside {lo}-{hi}")

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from datakit.builder.classes import Field
-from datakit.builder.scan import Listing
-from datakit.datasets.utk.names import NameError_, looks_like_image_name, parse_name
+from datakit.builder.scan import Listing, inspect
+from datakit.datasets.utk.names import looks_like_image_name, parse_name
 
 FIELDS = (Field("age"), Field("gender"), Field("race"))
 FEATURE_DOCS = {
@@ -22,7 +22,9 @@ FEATURE_DOCS = {
 
 class UTKNames:
     """Every entry of SRC: a picture name with valid leading fields is a candidate; a picture name
-    without them is skipped with the reason; anything else is ignored with the reason."""
+    without them, or one that is not valid UTF-8 or holds a control character, is skipped with the
+    reason; anything else (subfolders, FIFOs, sockets, devices, symbolic links that do not end at a
+    regular file inside SRC, other names) is ignored with the reason. See datakit.builder.scan."""
 
     fields = FIELDS
     declared: dict = {}
@@ -30,18 +32,18 @@ class UTKNames:
     def list(self, src: Path) -> Listing:
         found = Listing()
         for entry in sorted(os.scandir(src), key=lambda e: e.name):
-            if entry.is_dir():
-                found.ignored.append({"file": entry.name, "reason": "subfolder (SRC must be a flat folder)"})
-            elif not entry.is_file():
-                found.ignored.append({"file": entry.name, "reason": "not a regular file"})
+            kind, why = inspect(entry, str(src))
+            if kind == "dir":
+                found.ignore(entry.name, "subfolder (SRC must be a flat folder)")
+            elif why:
+                found.ignore(entry.name, why)
             elif not looks_like_image_name(entry.name):
-                found.ignored.append({"file": entry.name, "reason": "not a picture name (.jpg/.jpeg/.png)"})
+                found.ignore(entry.name, "not a picture name (.jpg/.jpeg/.png)")
             else:
-                try:
-                    lab = parse_name(entry.name)
-                except NameError_ as exc:
-                    found.skipped.append({"file": entry.name, "reason": f"bad name: {exc}"})
-                    continue
-                found.named.append((entry.name, {"age": lab.age, "gender": lab.gender, "race": lab.race},
-                                    entry.name))
+                found.offer(entry.name, _labels)
         return found
+
+
+def _labels(name: str) -> dict:
+    lab = parse_name(name)  # NameError_ is a ValueError: Listing.offer skips the name with its reason
+    return {"age": lab.age, "gender": lab.gender, "race": lab.race}
