@@ -1,4 +1,4 @@
-"""Augmentation pipelines side by side: the tutorial's per-image reference vs the fused fast path.
+"""Augmentation pipelines side by side: the tutorial's per-image reference, the fused fast path, the Keras peers.
 
 Runs `datakit.bench.bench_aug` (what `datakit bench-aug` runs) on CIFAR-10-sized synthetic data
 (50,000 CIFAR-shaped 32x32 images, or --data DIR for the real CIFAR-10 train split), batches of
@@ -9,8 +9,12 @@ process, with alternating timed windows:
 - fast:       index batches gathered from the in-memory array, one XLA-fused call per batch
 - fast-nojit: the same batch function as plain TF ops (what the XLA fusion buys)
 - crop+cast:  the bound: a gather + cast to float32 of the same batches (one memory pass)
+- keras-layers:  stock Keras RandomCrop, RandomFlip, RandomBrightness, RandomContrast + per-image
+                 standardization, per batch in tf.data (as the Keras docs show)
+- datakit-layer: datakit.layers.AugmentLayer in a model's forward pass (model(x, training=True))
 
-and prints images/s, fast / reference, and fast as a fraction of the bound.
+and prints images/s, fast / reference, fast as a fraction of the bound, and fast and the datakit
+layer over the Keras layers.
 
     python benchmarks/bench_aug.py [--threads 16,2] [--repeats 2] [--images 50000] [--data DIR] [--json]
 """
@@ -36,7 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=50000)
     ap.add_argument("--data", default=None)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--impl", default="reference,fast,fast-nojit,crop+cast")
+    ap.add_argument("--impl", default="reference,fast,fast-nojit,crop+cast,keras-layers,datakit-layer")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -55,9 +59,10 @@ def main(argv=None) -> int:
                 print(render(r))
                 sys.stdout.flush()
     summary = {}
+    keys = ("fast_over_reference", "fast_of_bound", "fast_over_keras_layers", "layer_over_keras_layers")
     for r in runs:
-        s = summary.setdefault(r["threads"], {"fast_over_reference": [], "fast_of_bound": []})
-        for key in ("fast_over_reference", "fast_of_bound"):
+        s = summary.setdefault(r["threads"], {key: [] for key in keys})
+        for key in keys:
             if key in r:
                 s[key].append(r[key])
     if args.json:
@@ -71,6 +76,10 @@ def main(argv=None) -> int:
                          f"(median {statistics.median(s['fast_over_reference']):.1f}x)")
         if s["fast_of_bound"]:
             parts.append(f"fast at {', '.join(f'{100 * v:.0f}%' for v in s['fast_of_bound'])} of the crop+cast bound")
+        for key, label in (("fast_over_keras_layers", "fast / keras-layers"),
+                           ("layer_over_keras_layers", "datakit-layer / keras-layers")):
+            if s[key]:
+                parts.append(f"{label} = {', '.join(f'{v:.1f}x' for v in s[key])} (median {statistics.median(s[key]):.1f}x)")
         print(f"  threads {threads}: " + "; ".join(parts))
     return 0
 
