@@ -9,24 +9,39 @@ options every build shares. UTKFace (datakit.datasets.utk) and any labelled fold
 Safety: everything is written under OUT/.partial and moved into place only when complete;
 manifest.json is written last and is the only sign of a complete build. OUT/.datakit-build marks
 a folder as datakit's, so a build killed half-way is recognised and simply redone.
+Hostile conditions:
+- Two builds into one OUT: the second refuses at once (an flock on OUT/.datakit-lock, which the
+  kernel releases when its process dies, so a killed build leaves nothing stuck).
+- A write that fails (disk full, read-only or vanished destination), here or in a worker: one
+  DatakitError naming the file and the reason; OUT/.partial is removed, no manifest.json appears,
+  and the previous build, if any, is untouched until the new one is complete.
+- --overwrite removes only what datakit wrote: the files the previous manifest lists (or, after a
+  run killed while installing, the ledger OUT/.datakit-install.json), then the datakit folders
+  left empty. A file of the user's anywhere in OUT stays; manifest["kept"] lists those inside
+  the output folders, and one in the way of a new output stops the build before anything moves.
 Memory: pictures stream through worker processes a chunk at a time; nothing holds the data set.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import multiprocessing
 import os
+import re
 import sys
 import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datakit import __version__
 from datakit.atomic import remove, sha256_file, write_text
 from datakit.builder import emit, neargroups, tfds_metadata
+from datakit.builder.images import MAX_PIXELS
 from datakit.builder.classes import Allowed, Classes, Field, resolve
 from datakit.builder.scan import scan
 from datakit.builder.select import Plan, select, shortage_table
@@ -40,6 +55,8 @@ COMMANDS = ("build-utk", "build")
 MARKER = ".datakit-build"
 PARTIAL = ".partial"
 MANIFEST = "manifest.json"
+LOCK = ".datakit-lock"  # held (flock) while a build writes OUT
+LEDGER = ".datakit-install.json"  # what datakit owns in OUT while outputs are being replaced
 CHUNK = 32  # pictures per task sent to a worker process
 
 
@@ -58,6 +75,7 @@ class BuildOptions:
     overwrite: bool = False
     near_duplicates: str = "group"
     hdf5_shard_bytes: int = HDF5_SHARD_BYTES
+    max_pixels: int = MAX_PIXELS  # a source picture whose header claims more pixels is skipped
 
     def __post_init__(self):
         formats = tuple(dict.fromkeys(self.formats))
@@ -73,6 +91,9 @@ class BuildOptions:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise DatakitError(f"{name}={value}: must be in [0, 1)", param=name)
+        if not isinstance(self.max_pixels, int) or self.max_pixels < self.size * self.size:
+            raise DatakitError(f"max_pixels={self.max_pixels}: must be an integer of at least size x size "
+                               f"({self.size * self.size})", param="max_pixels")
         if self.near_duplicates not in neargroups.MODES:
             raise DatakitError(f"near_duplicates={self.near_duplicates!r}: must be one of "
                                f"{', '.join(neargroups.MODES)}", param="near_duplicates")
@@ -129,9 +150,16 @@ def build(src, out, recipe: Recipe, options: BuildOptions = BuildOptions(), prog
     recipe.check()
     o = options
     workers = max(1, o.workers or os.cpu_count() or 1)
-    _check_out(src, out, o.overwrite)
+    _check_out(src, out, o.overwrite)  # a foreign OUT is refused before anything is written in it
+    created = not out.exists()
     pool = _pool(workers)  # the worker processes start while this one scans
+    tmp, lock = out / PARTIAL, None
     try:
+        try:
+            lock = _lock(out)  # after the workers forked: they must not inherit (and outlive) the lock
+        except OSError as exc:
+            raise DatakitError(_failed_write(exc, out, "nothing was written")) from None
+        _check_out(src, out, o.overwrite)  # again: another build may have finished meanwhile
         found = scan(src, recipe.source, recipe.class_by, workers=1, progress=progress, executor=pool)
         classes = recipe.classes(found)
         regroup = None
@@ -141,19 +169,31 @@ def build(src, out, recipe: Recipe, options: BuildOptions = BuildOptions(), prog
                       test_fraction=o.test_fraction, seed=o.seed, allow_short=o.allow_short, regroup=regroup)
         near_entry = regroup.entry if regroup else {"mode": "keep"}
         found.skipped += regroup.skipped if regroup else []
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MARKER).write_text("datakit build output folder; complete only when manifest.json exists\n")
-        tmp = out / PARTIAL
-        remove(tmp)
-        tmp.mkdir()
         try:
-            written = _write(plan, src, tmp, recipe, o, pool, workers, progress)
-        except BaseException:
+            (out / MARKER).write_text("datakit build output folder; complete only when manifest.json exists\n")
             remove(tmp)
-            raise
+            tmp.mkdir()
+            written = _write(plan, src, tmp, recipe, o, pool, workers, progress)
+        except OSError as exc:  # here or in a worker (future.result() raises it again here)
+            _stop(pool)  # no worker writes under tmp any more
+            pool = None
+            left = "the partial output was removed" if _discard(tmp) else f"remove {tmp} by hand"
+            raise DatakitError(_failed_write(exc, out, f"nothing was installed ({left})")) from None
+        except BrokenProcessPool:
+            raise DatakitError(f"{out}: a worker process died (killed, or out of memory) during the build; "
+                               "nothing was installed") from None
+    except BaseException:
+        _stop(pool)
+        pool = None
+        if lock is not None:
+            _discard(tmp)
+            _unlock(lock, out)
+            if created:  # leave no empty OUT behind
+                _discard(out / MARKER)
+                _rmdir(out)
+        raise
     finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
+        _stop(pool)
     manifest = {
         "datakit": {"version": __version__, "command": recipe.command},
         "dataset": recipe.dataset,
@@ -175,8 +215,22 @@ def build(src, out, recipe: Recipe, options: BuildOptions = BuildOptions(), prog
         "stem": recipe.stem,
         "files": dict(sorted(written["files"].items())),
     }
-    _install(tmp, out)
-    write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    try:
+        kept = _install(tmp, out)
+        if kept:
+            manifest["kept"] = kept
+        write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+        (out / LEDGER).unlink(missing_ok=True)
+    except OSError as exc:
+        _discard(tmp)
+        outcome = (f"the previous build in {out} is untouched" if is_complete_build(out) else
+                   f"{out} holds no complete build (no {MANIFEST}): run the build again")
+        raise DatakitError(_failed_write(exc, out, outcome)) from None
+    except BaseException:
+        _discard(tmp)
+        raise
+    finally:
+        _unlock(lock, out)
     return manifest
 
 
@@ -193,7 +247,7 @@ def _check_out(src: Path, out: Path, overwrite: bool) -> None:
         raise DatakitError(f"{out}: exists and is not a folder")
     if out.exists() and src.exists() and out.resolve() == src.resolve():
         raise DatakitError(f"{out}: OUT must differ from SRC")
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not any(entry.name != LOCK for entry in out.iterdir()):
         return
     if is_complete_build(out):
         if not overwrite:
@@ -205,14 +259,173 @@ def _check_out(src: Path, out: Path, overwrite: bool) -> None:
     # else: an incomplete datakit build (a run killed half-way): it is redone from scratch.
 
 
-def _install(tmp: Path, out: Path) -> None:
-    """Replace the previous outputs with the new ones; the old manifest goes first."""
-    (out / MANIFEST).unlink(missing_ok=True)
+def _lock(out: Path) -> int:
+    """Hold OUT/.datakit-lock (flock, exclusive, without waiting) for this build; DatakitError when
+    another build holds it. The kernel drops the lock with its process: a killed build leaves none."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DatakitError(f"{out}: being written by another datakit build (pid {holder}); wait for it "
+                               "to finish, or stop it") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # its last holder removed the file as it finished: lock the one there now
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _unlock(fd: int, out: Path) -> None:
+    try:
+        (out / LOCK).unlink(missing_ok=True)  # still held: a build waiting on this file locks a new one
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def _stop(pool) -> None:
+    if pool:
+        pool.shutdown(cancel_futures=True)
+
+
+def _discard(path: Path) -> bool:
+    """Remove `path` if it can be; False when some of it stays (a read-only destination)."""
+    try:
+        remove(path)
+    except OSError:
+        return False
+    return True
+
+
+def _rmdir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+_REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+            errno.EPERM: "operation not permitted", errno.EFBIG: "file too large", errno.EIO: "input/output error"}
+
+
+def _failed_write(exc: OSError, out: Path, outcome: str) -> str:
+    """One line for a write that failed: the reason, the file, and what became of OUT."""
+    code = exc.errno
+    if code is None:  # h5py names the errno only in its message
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    reason = _REASONS.get(code) or (os.strerror(code).lower() if code else str(exc).splitlines()[0])
+    where = exc.filename if exc.filename is not None else out
+    return f"{reason} while writing {os.fsdecode(where)}; {outcome}"
+
+
+def _owned(out: Path) -> tuple[set[str], set[str]]:
+    """(files, folders), as paths under OUT, that datakit wrote: those of the complete build's
+    manifest, else those of the ledger an install cut short left; only paths inside the output
+    folders count, whatever the manifest says."""
+    try:
+        meta = json.loads((out / MANIFEST).read_text())
+        files = [*meta.get("files", {})]
+        for fmt in ("tfrecord", "hdf5"):
+            for paths in (meta.get("outputs", {}).get(fmt) or {}).values():
+                files += paths
+        splits = [*(meta.get("outputs", {}).get("folders") or {}).values()]
+        folders = splits + [f"{split}/{name}" for split in splits for name in meta.get("classes", [])]
+    except (OSError, ValueError, AttributeError, TypeError):
+        try:
+            ledger = json.loads((out / LEDGER).read_text())
+            files, folders = ledger["files"], ledger["folders"]
+        except (OSError, ValueError, KeyError, TypeError):
+            files, folders = [], []
+
+    def inside(paths) -> set[str]:
+        ok = set()
+        for rel in paths if isinstance(paths, list) else []:
+            parts = rel.split("/") if isinstance(rel, str) else []
+            if parts and parts[0] in FORMATS and all(p not in ("", ".", "..") for p in parts):
+                ok.add(rel)
+        return ok
+
+    return {rel for rel in inside(files) if "/" in rel}, inside(folders)
+
+
+def _tree(root: Path, fmt: str) -> tuple[list[str], list[str]]:
+    """(files, folders) under root/fmt as paths relative to root, folders top-down."""
+    files, folders = [], []
+    for here, dirs, names in os.walk(root / fmt):
+        rel = Path(here).relative_to(root).as_posix()
+        folders.append(rel)
+        files += [f"{rel}/{n}" for n in names]
+        for d in list(dirs):
+            if (Path(here) / d).is_symlink():  # not followed: listed as a file
+                dirs.remove(d)
+                files.append(f"{rel}/{d}")
+    return files, folders
+
+
+def _install(tmp: Path, out: Path) -> list[str]:
+    """Replace the previous outputs with the new ones; returns the user's files kept inside the
+    output folders. Only what datakit wrote goes (module doc): a ledger of it is written first,
+    then the old manifest goes, then datakit's old files and the folders they leave empty."""
+    old, old_dirs = _owned(out)
+    new_files, new_dirs = [], []
     for fmt in FORMATS:
-        remove(out / fmt)
-        if (tmp / fmt).exists():
+        files, folders = _tree(tmp, fmt) if (tmp / fmt).is_dir() else ([], [])
+        new_files += files
+        new_dirs += folders
+    in_way = [rel for rel in new_files if rel not in old and os.path.lexists(out / rel)]
+    in_way += [rel for rel in new_dirs if rel not in old and os.path.lexists(out / rel)
+               and (not (out / rel).is_dir() or (out / rel).is_symlink())]
+    if in_way:
+        more = f" (and {len(in_way) - 1} more)" if len(in_way) > 1 else ""
+        raise DatakitError(f"{out / in_way[0]}{more}: not written by datakit (not in the previous manifest) and in "
+                           "the way of this build's output; move it away and run again; nothing was installed")
+    write_text(out / LEDGER, json.dumps({"files": sorted(old | set(new_files)),
+                                         "folders": sorted(old_dirs | set(new_dirs))}))
+    (out / MANIFEST).unlink(missing_ok=True)
+    parents = {Path(rel) for rel in old_dirs}
+    for rel in old:
+        target = out / rel
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        parents.update(p for p in Path(rel).parents if p != Path("."))
+    for folder in [*parents]:
+        parents.update(p for p in folder.parents if p != Path("."))
+    for folder in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        _rmdir(out / folder)  # only when empty: a user's file keeps its folder
+    for fmt in FORMATS:
+        if not (tmp / fmt).is_dir():
+            continue
+        if not os.path.lexists(out / fmt):
             os.replace(tmp / fmt, out / fmt)
+            continue
+        for rel in new_dirs:  # a user's file survived in out/fmt: move the new files in one by one
+            if rel.split("/")[0] == fmt:
+                (out / rel).mkdir(exist_ok=True)
+        for rel in new_files:
+            if rel.split("/")[0] == fmt:
+                os.replace(tmp / rel, out / rel)
     remove(tmp)
+    new = set(new_files)
+    kept = []
+    for fmt in FORMATS:
+        if (out / fmt).is_dir() and not (out / fmt).is_symlink():
+            kept += [rel for rel in _tree(out, fmt)[0] if rel not in new]
+    return sorted(kept)
 
 
 class _Now:
@@ -315,7 +528,8 @@ def _write(plan: Plan, src: Path, root: Path, recipe: Recipe, o: BuildOptions, p
                    if "hdf5" in formats else None)
             sink = emit.Sink(root=str(root), split=split, size=size, classes=tuple(plan.classes),
                              folders="folders" in formats, tfrecord=tfw is not None,
-                             h5_paths=tuple(h5w.paths) if h5w else (), h5_per_shard=h5w.per_shard if h5w else 1)
+                             h5_paths=tuple(h5w.paths) if h5w else (), h5_per_shard=h5w.per_shard if h5w else 1,
+                             max_pixels=o.max_pixels)
             tasks = [(row, slot.label, slot.record) for row, slot in enumerate(slots)]
             chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
             columns = []
@@ -337,14 +551,17 @@ def _write(plan: Plan, src: Path, root: Path, recipe: Recipe, o: BuildOptions, p
                                 f"{failed[name]} failed to decode (last: {record.name}: {err}); nothing written\n"
                                 + shortage_table(plan.classes, valid, plan.per_class))
                         record = spare
-                        pixels, jpeg, err = emit.load(src, record, size)
+                        pixels, jpeg, err = emit.load(src, record, size, o.max_pixels)
                         if err is None:
                             framed, hashes = emit.emit(sink, row, label, record, pixels, jpeg)
                     if record is None:
                         continue
                     files.update(hashes)
                     if tfw:
-                        tfw.add(framed)
+                        try:
+                            tfw.add(framed)
+                        except OSError as exc:
+                            raise emit.located(exc, str(root / tfw.paths[-1])) from None
                     columns.append((row, label, record.labels, record.out_name))
                     counts[split][name] += 1
             emit.release()

@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 
 from datakit import tfrecord
-from datakit.builder.images import BadImage, decode
-from datakit.builder.scan import Record
+from datakit.builder.images import MAX_PIXELS, BadImage, decode
+from datakit.builder.scan import Record, read_regular
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Sink:
     tfrecord: bool
     h5_paths: tuple[str, ...] = ()
     h5_per_shard: int = 1
+    max_pixels: int = MAX_PIXELS
 
 
 _h5_cache: dict[str, tuple[int, list[int]]] = {}  # path -> (fd, chunk byte offsets), per process
@@ -56,27 +57,36 @@ def release() -> None:
         os.close(_h5_cache.popitem()[1][0])
 
 
+def located(exc: OSError, path: str) -> OSError:
+    """`exc` naming `path` (os.write and os.pwrite name no file), for the build's one-line error."""
+    return exc if exc.filename is not None else OSError(exc.errno, exc.strerror or str(exc), path)
+
+
 def _write_file(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:  # ENOSPC, EROFS...: the build stops with one line naming the file
+        raise located(exc, path) from None
 
 
-def load(src: str | Path, record: Record, size: int):
+def load(src: str | Path, record: Record, size: int, max_pixels: int = MAX_PIXELS):
     """(pixels, jpeg, None) or (None, None, reason) for one candidate picture."""
     try:
-        with open(os.path.join(src, record.name), "rb", buffering=0) as f:
-            data = f.readall()
+        data = read_regular(os.path.join(src, record.name))  # never blocks on a FIFO swapped in since the scan
     except OSError as exc:
         return None, None, f"cannot read: {exc.strerror or exc}"
     try:
-        pixels, jpeg = decode(data, size)
+        pixels, jpeg = decode(data, size, max_pixels)
     except BadImage as exc:
         return None, None, str(exc)
+    except MemoryError:
+        return None, None, "out of memory while decoding"
     return pixels, jpeg, None
 
 
@@ -90,8 +100,12 @@ def emit(sink: Sink, row: int, label: int, record: Record, pixels: np.ndarray, j
         hashes[rel] = hashlib.sha256(jpeg).hexdigest()
     if sink.h5_paths:
         shard, local = divmod(row, sink.h5_per_shard)
-        fd, offsets = _h5_target(os.path.join(sink.root, sink.h5_paths[shard]))
-        os.pwrite(fd, memoryview(np.ascontiguousarray(pixels, dtype=np.uint8)).cast("B"), offsets[local])
+        path = os.path.join(sink.root, sink.h5_paths[shard])
+        fd, offsets = _h5_target(path)
+        try:
+            os.pwrite(fd, memoryview(np.ascontiguousarray(pixels, dtype=np.uint8)).cast("B"), offsets[local])
+        except OSError as exc:
+            raise located(exc, path) from None
     framed = None
     if sink.tfrecord:
         framed = tfrecord.frame(tfrecord.encode_example({
@@ -105,6 +119,6 @@ def work(src: str, sink: Sink, tasks: list[tuple[int, int, Record]]) -> list[tup
     """A chunk of (row, label, record): [(error or None, framed or None, folder hashes)] in order."""
     out = []
     for row, label, record in tasks:
-        pixels, jpeg, err = load(src, record, sink.size)
+        pixels, jpeg, err = load(src, record, sink.size, sink.max_pixels)
         out.append((err, None, {}) if err else (None, *emit(sink, row, label, record, pixels, jpeg)))
     return out
