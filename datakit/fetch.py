@@ -533,6 +533,10 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike, progress
     try:
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(target, members=checked(tar), filter="data")
+            # Read the compressed stream to its end: tarfile stops at the end-of-archive blocks, and zeros
+            # decoded from a zero-filled tail can look like them; the gzip trailer's CRC cannot.
+            while tar.fileobj.read(1 << 20):
+                pass
     except DatakitError:
         raise
     except OSError as exc:

@@ -5,12 +5,20 @@ Switches (attributes, change them between requests):
   away (drop_mode "close": a clean FIN, a short body; "reset": a TCP RST);
 - ignore_range: answer 200 with the whole file to range requests;
 - fail_requests=N, fail_status=S: the first N requests get HTTP status S (e.g. 503);
-- stall: seconds to wait after the headers before the body (client timeouts).
+- stall: seconds to wait after the headers before the body (client timeouts);
+- content_length: None (the true length), an int (announce that, a lie), or "omit" (no header: the
+  body ends when the connection closes);
+- trailing: bytes sent after the file (counted in the true length);
+- endless: after the file, send junk until the client goes away (no Content-Length);
+- content_type / content_encoding: the headers to send ("application/gzip" / none);
+- gzip_body: gzip the file once more on the fly (a server that double-encodes a .tar.gz);
+- throttle: seconds to sleep between 16 KiB pieces of the body (slow mirrors, concurrent clients).
 Every request is logged in `requests` as {"path", "range", "status"}.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
 import socket
 import struct
@@ -44,6 +52,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._log(404)
             self.send_error(404)
             return
+        if srv.gzip_body:
+            data = gzip.compress(data, compresslevel=1, mtime=0)
+        data += srv.trailing
         start, end, status = 0, len(data) - 1, 200
         wanted = self.headers.get("Range")
         if wanted and not srv.ignore_range:
@@ -62,8 +73,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[start:end + 1]
         self._log(status)
         self.send_response(status)
-        self.send_header("Content-Type", "application/gzip")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", srv.content_type)
+        if srv.content_encoding:
+            self.send_header("Content-Encoding", srv.content_encoding)
+        if srv.content_length != "omit" and not srv.endless:
+            self.send_header("Content-Length", str(len(body) if srv.content_length is None else srv.content_length))
         self.send_header("Accept-Ranges", "bytes")
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
@@ -79,7 +93,22 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
-        self.wfile.write(body)
+        try:
+            if srv.throttle:
+                for i in range(0, len(body), 1 << 14):
+                    self.wfile.write(body[i:i + (1 << 14)])
+                    self.wfile.flush()
+                    time.sleep(srv.throttle)
+            else:
+                self.wfile.write(body)
+            junk = b"\xa5" * (1 << 16)
+            while srv.endless:  # until the client hangs up
+                self.wfile.write(junk)
+                with srv.lock:
+                    srv.endless_sent += len(junk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
 
 
 class _Server(ThreadingHTTPServer):
@@ -102,6 +131,14 @@ class LoopbackServer:
         self.fail_requests = 0
         self.fail_status = 503
         self.stall = 0.0
+        self.content_length: int | str | None = None
+        self.trailing = b""
+        self.endless = False
+        self.endless_sent = 0
+        self.content_type = "application/gzip"
+        self.content_encoding: str | None = None
+        self.gzip_body = False
+        self.throttle = 0.0
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
