@@ -242,15 +242,15 @@ def _peel_gzip(part: Path, limit: int) -> bool:
                         while True:
                             written += len(data)
                             if written > limit:
-                                raise DatakitError(f"{part}: the gzip-encoded body decodes to more than {limit} bytes")
+                                raise DatakitError(f"the gzip-encoded body decodes to more than {limit} bytes")
                             dst.write(data)
                             if not d.unconsumed_tail or d.eof:
                                 break
                             data = d.decompress(d.unconsumed_tail, _CHUNK)
                     except zlib.error as exc:
-                        raise DatakitError(f"{part}: the server's Content-Encoding: gzip does not decode: {exc}") from None
+                        raise DatakitError(f"the server's Content-Encoding: gzip does not decode: {exc}") from None
             if not d.eof:
-                raise DatakitError(f"{part}: the server's Content-Encoding: gzip stream ends early")
+                raise DatakitError("the server's Content-Encoding: gzip stream ends early")
         os.replace(out, part)
         return True
     except OSError as exc:
@@ -353,8 +353,8 @@ class _Download:
             if self.encoded:  # a second gzip layer adds a little (stored blocks: 5 bytes in 64 KiB)
                 limit += self.limit // 1000 + 4096
             if self.total is not None and self.total > limit:
-                raise DatakitError(f"{self.url}: the server announces {self.total} bytes, more than {self._expected()}; "
-                                   "refusing the download")
+                raise DatakitError(f"{self.url}: the server announces {self.total} bytes, more than "
+                                   f"{self._expected()}; refusing the download")
             self._new_bar(have)
             self._receive(response, mode, have, limit)
 
@@ -462,7 +462,7 @@ def download(url: str, path: str | os.PathLike, *, expected: dict[str, str] | No
             raise
         except DatakitError as exc:
             part.unlink(missing_ok=True)
-            raise DatakitError(f"{url}: {str(exc).split(': ', 1)[1]}; deleted the download") from None
+            raise DatakitError(f"{url}: {exc}; deleted the download") from None
     digests = hash_file(part)
     got = part.stat().st_size
     problem = mismatch(expected or {}, digests)
