@@ -67,14 +67,16 @@ def summarize(datas: list[bytes]) -> list[tuple[int, bytes] | None]:
 
 
 def summarize_files(src: str, names: list[str]) -> list[tuple[int, bytes] | None]:
-    """`summarize` of files under `src` (worker side); a file that cannot be read gets None."""
+    """`summarize` of files under `src` (worker side); a file that cannot be read gets None (it is
+    then reported when the build decodes it)."""
     import os
+
+    from datakit.builder.scan import read_regular
 
     datas = []
     for name in names:
         try:
-            with open(os.path.join(src, name), "rb", buffering=0) as f:
-                datas.append(f.readall())
+            datas.append(read_regular(os.path.join(src, name)))
         except OSError:
             datas.append(b"")
     return summarize(datas)
