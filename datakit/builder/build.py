@@ -561,7 +561,7 @@ def _write(plan: Plan, src: Path, root: Path, recipe: Recipe, o: BuildOptions, p
                         try:
                             tfw.add(framed)
                         except OSError as exc:
-                            raise emit.located(exc, str(root / tfw.paths[-1])) from None
+                            raise emit.located(exc, str(root / tfw.paths[-1] if tfw.paths else tfw.dir)) from None
                     columns.append((row, label, record.labels, record.out_name))
                     counts[split][name] += 1
             emit.release()

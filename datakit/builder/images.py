@@ -24,7 +24,8 @@ Hostile content, and what becomes of it (a refused picture is a skip reason; the
   resizing them up carries no picture.
 - Bytes after the end of the picture (a JPEG with data after its EOI marker, as phones append
   videos or a second picture): decoded without them, and the stored JPEG copy is trimmed at the
-  EOI marker, so outputs hold only the picture; other formats are re-encoded anyway."""
+  EOI marker, so outputs hold only the picture (zero padding alone, harmless to every decoder,
+  is kept as it is); other formats are re-encoded anyway."""
 
 from __future__ import annotations
 
@@ -158,12 +159,35 @@ def jpeg_end(data: bytes) -> int | None:
     return None
 
 
+def _stored(data: bytes, end: int) -> bytes:
+    """A JPEG's bytes to store: up to its EOI marker, unless only zero padding follows it."""
+    return data if len(data.rstrip(b"\x00")) <= end else data[:end]
+
+
 def too_many(width: int, height: int, max_pixels: int) -> str | None:
     """The reason to refuse a picture whose header claims width x height, or None."""
     if width * height > max_pixels:
         return (f"too many pixels: the header claims {width} x {height} = {width * height:,}, over the limit "
                 f"of {max_pixels:,} (max_pixels; a decompression bomb?)")
     return None
+
+
+def claims_too_many(data: bytes, max_pixels: int = MAX_PIXELS) -> bool:
+    """True when the picture's header claims more than max_pixels (read without decoding), for a
+    caller that decodes with something else than `decode` (OpenCV has no limit of its own below
+    2**30 pixels)."""
+    side = jpeg_size(data)
+    if side is not None:
+        return side[0] * side[1] > max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = Image.open(io.BytesIO(data), formats=SAFE_FORMATS).size
+    except Image.DecompressionBombError:
+        return True
+    except Exception:  # noqa: BLE001 - not a picture Pillow reads: the caller's decoder decides
+        return False
+    return width * height > max_pixels
 
 
 def _bomb(exc: Exception) -> str:
@@ -187,7 +211,7 @@ def decode(data: bytes, size: int | None, max_pixels: int = MAX_PIXELS) -> tuple
         if end is not None and not too_many(size, size, max_pixels):
             pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
             if pixels is not None and pixels.shape == (size, size, 3):
-                return pixels, data[:end]
+                return pixels, _stored(data, end)
     try:
         with warnings.catch_warnings():  # the limit is max_pixels: Pillow's warning below its error is noise
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -224,7 +248,7 @@ def decode(data: bytes, size: int | None, max_pixels: int = MAX_PIXELS) -> tuple
         rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
     pixels = np.asarray(rgb)
     if plain:
-        return pixels, data[:end]
+        return pixels, _stored(data, end)
     buf = io.BytesIO()
     rgb.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)  # 4:4:4 keeps colour edges
     return pixels, buf.getvalue()
