@@ -38,13 +38,16 @@ def add_common_arguments(p):
     p.add_argument("--near-duplicates", choices=("group", "drop", "keep"), default="group",
                    help="near-identical pictures (perceptual hash): group keeps each group inside one split, "
                         "drop keeps one picture per group, keep treats them as distinct")
+    p.add_argument("--max-pixels", type=positive_int, default=8192 * 8192, metavar="N",
+                   help="a picture whose header claims more pixels is skipped (a decompression bomb) before decoding")
     p.add_argument("--overwrite", action="store_true", help="replace a previous complete datakit build in OUT")
 
 
 def common_options(args) -> dict:
     return dict(per_class=args.per_class, size=args.size, formats=args.formats, val_fraction=args.val_fraction,
                 test_fraction=args.test_fraction, seed=args.seed, workers=args.workers,
-                allow_short=args.allow_short, overwrite=args.overwrite, near_duplicates=args.near_duplicates)
+                allow_short=args.allow_short, overwrite=args.overwrite, near_duplicates=args.near_duplicates,
+                max_pixels=args.max_pixels)
 
 
 def add_arguments(p):
