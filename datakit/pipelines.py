@@ -28,16 +28,20 @@ batch augmentation there (tf.data functions always run on the CPU, so the fast f
 to the prefetched device tensors). `pipeline.dataset` is always the plain tf.data form (augmentation
 inside tf.data on the CPU), which is what `model.fit` and tf.distribute expect.
 
-Seeds: every random draw is a stateless function of a key taken, in order, from a seeded
-`Dataset.random(rerandomize_each_iteration=True)` stream (one key per epoch for the permutation,
-one per batch or image for the augmentation). So the same seed gives the same batches in the same
-order, whatever the thread count, and each new pass over the same pipeline (Keras re-iterates
-`dataset` every epoch) still gets a fresh shuffle and fresh draws.
+Seeds and positions: every random draw is a stateless function of (seed, epoch, batch) (Grain-style;
+per image: (seed, epoch, position in the epoch)): the permutation of epoch e is keyed by (seed, e),
+the draws of batch b of epoch e by (seed, e, b). So the same seed gives the same batches in the same
+order whatever the thread count, each epoch gets a fresh shuffle and fresh draws, and a pipeline's
+position is two integers: `pipeline.state()` (JSON, a few hundred bytes) and `resume=state` on any
+constructor continue exactly where iterating the pipeline stopped (see `Pipeline.state`).
+Each pass over a non-repeating pipeline (Keras re-iterates `dataset` every epoch) is the next epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import secrets
@@ -55,6 +59,8 @@ CIFAR_CROP = 24    # the tutorial's crop; the datasets' own default_crop is what
 
 # stream tags of the seeded RNG (independent streams out of one user seed)
 _SHUFFLE, _DRAWS, _REFERENCE = 1, 2, 3
+STATE_VERSION = 1
+_REPEAT_RESTART = 1 << 20  # a new iteration of a repeating `dataset` starts this many epochs on (a fresh stream)
 
 
 def _tf():
@@ -112,6 +118,8 @@ class PipelineOptions:
     service dispatcher (`datakit serve`); processing_mode: "parallel_epochs" or "distributed_epoch"
     (only with service). threads: tf.data private thread pool and map parallelism (None: autotune).
     jit: XLA-compile the fast path (False: plain TF ops, for debugging and for measuring the fusion).
+    resume: a `Pipeline.state()` (the dict, or its JSON text): start just after its last batch; a
+    state of another source, seed, batch size or batch-determining option is refused by name.
     """
 
     batch_size: int = 128
@@ -126,9 +134,16 @@ class PipelineOptions:
     threads: int | None = None
     drop_remainder: bool | None = None
     jit: bool = True
+    resume: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
         _positive_int("batch_size", self.batch_size)
+        if self.resume is not None:
+            object.__setattr__(self, "resume", _checked_state(self.resume))
+            if self.service is not None:
+                raise DatakitError("resume= with service=: the tf.data service's workers shuffle and draw with their "
+                                   "own randomness (parallel_epochs) or the dispatcher owns the position "
+                                   "(distributed_epoch), so no position can be restored", param="resume")
         _positive_int("threads", self.threads, optional=True)
         if self.impl not in IMPLS:
             raise DatakitError(f"impl must be one of {', '.join(IMPLS)}, got {self.impl!r}", param="impl")
@@ -184,10 +199,12 @@ class PipelineOptions:
 class Pipeline:
     """An input pipeline. Iterate it for (images float32 [B, h, w, C], labels int32 [B]) batches.
 
-    dataset: the tf.data.Dataset form of the same batches (augmentation inside tf.data).
+    dataset: the tf.data.Dataset form of the same batches (augmentation inside tf.data); each
+    iteration of it is the next epoch (of a repeating pipeline: a fresh endless stream).
     device: "cpu" or "gpu": where iterated batches land, and where impl="fast" augments.
     service / processing_mode: the tf.data service dispatcher ("grpc://HOST:PORT") the batches come
     from and its mode, or None for an in-process pipeline.
+    epoch, batch: the position of the next batch that iterating the pipeline hands out (see `state`).
     """
 
     dataset: object
@@ -203,20 +220,33 @@ class Pipeline:
     service: str | None = None
     processing_mode: str | None = None
     count: int | None = None  # images in one epoch of the source
+    epoch: int = 0
+    batch: int = 0
     _device_stream: object = field(default=None, repr=False)
     _device_apply: Callable | None = field(default=None, repr=False)
+    _stream: object = field(default=None, repr=False)     # `dataset` without its cardinality assertion
+    _start: object = field(default=None, repr=False)      # tf.Variable [epoch, batch] the next iteration starts at
+    _identity: dict = field(default_factory=dict, repr=False)  # {"source": ..., "options": ...} of `state`
 
     def __iter__(self):
         tf = _tf()
+        if self._start is not None:  # start where the last batch handed out left off
+            self._start.assign([self.epoch, self.batch])
+        stream = self.dataset if self._stream is None else self._stream
         if self.device != "gpu":
-            yield from self.dataset
-            return
-        if self._device_stream is None:  # reference on a GPU machine: augmented on the CPU, prefetched
-            yield from self.dataset.apply(tf.data.experimental.prefetch_to_device(GPU_NAME))
-            return
-        for element in self._device_stream:
-            with tf.device(GPU_NAME):
-                yield self._device_apply(*element)
+            batches = iter(stream)
+        elif self._device_stream is None:  # reference on a GPU machine: augmented on the CPU, prefetched
+            batches = iter(stream.apply(tf.data.experimental.prefetch_to_device(GPU_NAME)))
+        else:
+            batches = (self._device_apply(*element) for element in self._device_stream)
+        for batch in batches:
+            self._advance()
+            yield batch
+
+    def _advance(self) -> None:
+        self.batch += 1
+        if self.batch >= self.steps_per_epoch:
+            self.epoch, self.batch = self.epoch + 1, 0
 
     def __len__(self) -> int:
         if self.repeat:
@@ -224,20 +254,127 @@ class Pipeline:
         return self.steps_per_epoch
 
     def take(self, n: int):
-        """The first n batches (iterating the pipeline)."""
+        """The next n batches (iterating the pipeline; no batch beyond the n-th is taken)."""
+        if n <= 0:
+            return
         for i, batch in enumerate(self):
-            if i >= n:
-                return
             yield batch
+            if i + 1 >= n:
+                return
+
+    def state(self) -> dict:
+        """The position just after the last batch that iterating the pipeline (`for batch in pipeline`,
+        `take`) handed out; prefetched batches do not count. A small JSON-serialisable dict:
+        {"version", "source" (what is read), "options" (what decides the batches), "epoch", "batch"};
+        pass it as `resume=` to a constructor to continue exactly from there.
+
+        Not tracked: iterations of `pipeline.dataset` by other code (model.fit); for those, `state_at`
+        the epoch and batch you know. An unseeded pipeline or one through the tf.data service has an
+        inexact state ("exact": false, "why"): `resume=` refuses it.
+        """
+        return self.state_at(self.epoch, self.batch)
+
+    def state_at(self, epoch: int, batch: int = 0) -> dict:
+        """`state` for another position: batch `batch` of epoch `epoch` comes next (e.g. epoch k of model.fit)."""
+        _nonnegative_int("epoch", epoch)
+        _nonnegative_int("batch", batch)
+        epoch, batch = epoch + batch // self.steps_per_epoch, batch % self.steps_per_epoch
+        state = {"version": STATE_VERSION, **self._identity, "epoch": epoch, "batch": batch}
+        why = None
+        if self.service is not None:
+            why = (f"batches from the tf.data service ({self.processing_mode}): "
+                   + ("each worker shuffles and draws with its own randomness" if self.processing_mode == "parallel_epochs"
+                      else "the dispatcher hands out the splits, and its position is not restorable"))
+        elif self.seed is None:
+            why = "an unseeded pipeline (seed=None): its draws cannot be made again; pass seed="
+        if why is not None:
+            state.update(exact=False, why=why)
+        return state
 
     def describe(self) -> str:
         where = {"cpu": "on the CPU",
                  "gpu": "on the GPU" if self._device_stream is not None else "on the CPU, prefetched to the GPU"}
         if self.service is not None:
             where = {d: f"on the tf.data service workers of {self.service} ({self.processing_mode})" for d in where}
+        at = f", resumed at epoch {self.epoch} batch {self.batch}" if self.epoch or self.batch else ""
         return (f"datakit.pipelines: {self.source}: impl={self.impl}, batch {self.batch_size}, "
                 f"{self.steps_per_epoch} batches/epoch, augmentation {where[self.device]} "
-                f"(device={self.device}), threads={self.threads or 'autotune'}, seed={self.seed}; {self.augment.describe()}")
+                f"(device={self.device}), threads={self.threads or 'autotune'}, seed={self.seed}{at}; "
+                f"{self.augment.describe()}")
+
+
+# ---------------------------------------------------------------- states (positions)
+
+
+def _nonnegative_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DatakitError(f"{name} must be a non-negative integer, got {value!r}", param=name)
+
+
+def _checked_state(state) -> dict:
+    """A `Pipeline.state()` (dict or JSON text) checked for its shape; what differs is checked later."""
+    if isinstance(state, (str, bytes)):
+        try:
+            state = json.loads(state)
+        except ValueError as exc:
+            raise DatakitError(f"resume: not a pipeline state (JSON: {exc})", param="resume") from None
+    if not isinstance(state, dict) or not {"version", "source", "options", "epoch", "batch"} <= set(state):
+        raise DatakitError("resume: expected a Pipeline.state() dict with version, source, options, epoch and batch, "
+                           f"got {str(state)[:80]!r}", param="resume")
+    if state["version"] != STATE_VERSION:
+        raise DatakitError(f"resume: state version {state['version']!r}, this datakit reads version {STATE_VERSION}",
+                           param="resume")
+    for name in ("epoch", "batch"):
+        if isinstance(state[name], bool) or not isinstance(state[name], int) or state[name] < 0:
+            raise DatakitError(f"resume: {name} must be a non-negative integer, got {state[name]!r}", param="resume")
+    if state.get("exact") is False:
+        raise DatakitError(f"resume: the state is of {state.get('why', 'a pipeline whose batches cannot be made again')}",
+                           param="resume")
+    return state
+
+
+def _digest(*parts) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def _options_identity(o: "_Plan") -> dict:
+    """What decides the batches, given the source: not threads, device or jit (same draws, same order),
+    nor repeat (epoch e is the same batches whether a pass or a part of an endless stream)."""
+    return _jsonable({"seed": o.seed if o.seeded else None, "batch_size": o.batch_size, "impl": o.impl,
+                      "shuffle": o.shuffle, "drop_remainder": o.drop_remainder,
+                      "augment": dataclasses.asdict(o.aug)})
+
+
+def _differences(what: str, saved, here) -> list[str]:
+    if isinstance(saved, dict) and isinstance(here, dict):
+        out = []
+        for k in sorted(set(saved) | set(here)):
+            out += _differences(f"{what}.{k}" if what else k, saved.get(k), here.get(k))
+        return out
+    return [] if saved == here else [f"{what} {json.dumps(saved)} in the state, {json.dumps(here)} here"]
+
+
+def _check_resume(state: dict, identity: dict, steps: int) -> tuple[int, int]:
+    """The (epoch, batch) to start at, or a DatakitError naming what differs."""
+    saved_options = state["options"]
+    if isinstance(saved_options, dict) and saved_options.get("seed") is None:
+        raise DatakitError("resume: the state is of an unseeded pipeline (seed=None): its draws cannot be made "
+                           "again; pass seed=", param="resume")
+    diff = _differences("", {"source": state["source"], "options": state["options"]}, identity)
+    diff = [d.removeprefix("options.") for d in diff]
+    if diff:
+        raise DatakitError("resume: " + "; ".join(diff), param="resume")
+    if state["batch"] >= steps:
+        raise DatakitError(f"resume: batch {state['batch']} in the state, but an epoch has {steps} batches here",
+                           param="resume")
+    return state["epoch"], state["batch"]
 
 
 # ---------------------------------------------------------------- shared plumbing
@@ -260,6 +397,7 @@ class _Plan:
     jit: bool
     service: str | None = None  # grpc://HOST:PORT of a tf.data service dispatcher (datakit.service)
     mode: str | None = None     # its processing_mode
+    resume: dict | None = None  # a Pipeline.state() to start from
 
 
 def _plan(options: PipelineOptions, split: str, default_crop, default_mode: str = "parallel_epochs") -> _Plan:
@@ -282,7 +420,7 @@ def _plan(options: PipelineOptions, split: str, default_crop, default_mode: str 
     drop_remainder = train if o.drop_remainder is None else o.drop_remainder
     seeded = seed is not None
     return _Plan(aug, o.impl, o.batch_size, shuffle, int(seed) if seeded else secrets.randbits(62), seeded, o.repeat,
-                 drop_remainder, o.threads, resolve_device(o.device), o.jit, service, mode)
+                 drop_remainder, o.threads, resolve_device(o.device), o.jit, service, mode, o.resume)
 
 
 def _tf_options(o: _Plan):
@@ -312,25 +450,73 @@ def _fast(o: _Plan, images, labels, key, index=None, stats=None):
     return fast_batch(o.aug, images, labels, key, index=index, stats=stats, jit=o.jit)
 
 
-def _finish(ds, o: _Plan, n: int, steps: int, source: str, stream=None, apply=None) -> Pipeline:
+class _Start:
+    """Where the next iteration begins: a tf.Variable [epoch, batch], read in the graph when an iterator
+    starts, which then moves it to the next epoch (what a new pass over `dataset` begins with).
+    `Pipeline.__iter__` sets it to the pipeline's position first."""
+
+    def __init__(self, epoch: int, batch: int, repeat: bool):
+        tf = _tf()
+        self.var = tf.Variable([epoch, batch], dtype=tf.int64, trainable=False, name="datakit_pipeline_start")
+        self.repeat = repeat
+
+    def assign(self, position) -> None:
+        self.var.assign(position)
+
+    def epochs(self):
+        """Dataset of (epoch, first batch): one element, or (repeat) endless epochs from the start."""
+        tf = _tf()
+        var, step = self.var, _REPEAT_RESTART if self.repeat else 1
+
+        def begin(_):
+            old = var.read_value()
+            with tf.control_dependencies([old]):
+                moved = var.assign(tf.stack([old[0] + step, tf.constant(0, tf.int64)]))
+            with tf.control_dependencies([moved]):
+                return tf.identity(old[0]), tf.identity(old[1])
+
+        first = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(begin)
+        if not self.repeat:
+            return first
+        return first.flat_map(lambda e0, b0: tf.data.Dataset.range(e0, tf.int64.max).map(
+            lambda e: (e, tf.where(tf.equal(e, e0), b0, tf.constant(0, tf.int64)))))
+
+
+def _position(o: _Plan, identity: dict, steps: int):
+    """(start variable or None under the service, epoch, batch): where the pipeline begins."""
+    if o.service is not None:
+        return None, 0, 0
+    epoch, batch = _check_resume(o.resume, identity, steps) if o.resume is not None else (0, 0)
+    return _Start(epoch, batch, o.repeat), epoch, batch
+
+
+def _finish(core, o: _Plan, n: int, steps: int, source: str, identity: dict, start=None, at=(0, 0),
+            stream=None, apply=None) -> Pipeline:
+    """core: the batches (no prefetch) -> the Pipeline: `dataset` (with its cardinality when every pass is a
+    whole epoch), the stream `__iter__` reads, the device stream."""
     tf = _tf()
+    opts = _tf_options(o)
+    plain = None
     if o.service is not None:  # everything so far runs on the workers; the trainer receives batches
         from datakit import service
 
-        ds = service.distribute(ds.with_options(_tf_options(o)), o.service, o.mode)
+        ds = service.distribute(core.with_options(opts), o.service, o.mode)
         source = f"{source} via tf.data service {o.service} ({o.mode})"
         stream, apply = None, None
-    elif not o.repeat:  # a known length: Keras shows progress and never warns of running out
-        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
-    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_tf_options(o))
+    else:
+        plain = core.prefetch(tf.data.AUTOTUNE).with_options(opts)
+        ds = core
+        if not o.repeat and at[1] == 0:  # a known length: Keras shows progress and never warns of running out
+            ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(opts)
     if stream is not None and o.device == "gpu":
-        stream = stream.with_options(_tf_options(o)).apply(tf.data.experimental.prefetch_to_device(GPU_NAME, 2))
+        stream = stream.with_options(opts).apply(tf.data.experimental.prefetch_to_device(GPU_NAME, 2))
     else:
         stream, apply = None, None
     p = Pipeline(dataset=ds, device=o.device, impl=o.impl, augment=o.aug, batch_size=o.batch_size,
                  steps_per_epoch=steps, seed=o.seed if o.seeded else None, threads=o.threads, repeat=o.repeat,
-                 source=source, service=o.service, processing_mode=o.mode, count=n,
-                 _device_stream=stream, _device_apply=apply)
+                 source=source, service=o.service, processing_mode=o.mode, count=n, epoch=at[0], batch=at[1],
+                 _device_stream=stream, _device_apply=apply, _stream=plain, _start=start, _identity=identity)
     log.info(p.describe())
     return p
 
@@ -341,17 +527,56 @@ def _derived_seed(seed: int, tag: int) -> int:
     return int(np.random.SeedSequence([seed % (1 << 63), tag]).generate_state(1)[0])
 
 
-def _keys(o: _Plan, tag: int):
-    """An endless stream of int64 keys: the same sequence for the same seed, a new one per iteration.
-
-    Through the tf.data service each worker must draw its own keys, even when a global seed
-    (tf.random.set_seed, keras.utils.set_random_seed) makes every unseeded op deterministic: the
-    worker's clock (tf.timestamp, read on the worker for each key) is folded into the stream."""
+def _key_at(base: int, epoch, i):
+    """The stateless key [2] of element i (batch or image) of `epoch` in the stream `base` (_derived_seed):
+    a closed form, so any position is reached without replaying the ones before. Both words are kept
+    below 2**31: XLA's stateless RNG reads 32 bits of each, TensorFlow's kernels 64."""
     tf = _tf()
-    if o.service is not None:
-        return tf.data.Dataset.random(rerandomize_each_iteration=True).map(
-            lambda r: tf.bitwise.bitwise_xor(r, tf.bitcast(tf.timestamp(), tf.int64)))
-    return _tf().data.Dataset.random(seed=_derived_seed(o.seed, tag), rerandomize_each_iteration=True)
+    seed = tf.stack([tf.constant(base, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.bitwise.bitwise_and(tf.random.experimental.stateless_fold_in(seed, tf.cast(i, tf.int64)),
+                                  tf.constant(0x7FFFFFFF, tf.int64))
+
+
+def _order(n: int, o: _Plan, epoch):
+    """The image order of `epoch`: a permutation keyed by (seed, epoch), or 0..n-1."""
+    tf = _tf()
+    idx = tf.range(n, dtype=tf.int64)
+    if not o.shuffle:
+        return idx
+    return tf.random.experimental.stateless_shuffle(idx, seed=_key_at(_derived_seed(o.seed, _SHUFFLE), epoch, 0))
+
+
+def _window_permute(ds, window: int, o: _Plan, epoch):
+    """A streamed epoch shuffled in windows of `window` elements, each permuted by (seed, epoch, window):
+    the whole split when the window holds it (builds), so skipping to a batch of the epoch is exact."""
+    tf = _tf()
+    base = _derived_seed(o.seed, _SHUFFLE)
+
+    def permute(w, k):
+        n = tf.shape(tf.nest.flatten(w)[0])[0]
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=_key_at(base, epoch, k))
+        return tf.nest.map_structure(lambda t: tf.gather(t, order), w)
+
+    windows = tf.data.Dataset.zip((ds.batch(window), tf.data.Dataset.range(tf.int64.max)))
+    return windows.map(permute).unbatch()
+
+
+# The tf.data service path: workers cannot share a position (nor a variable), so its streams are random.
+
+def _keys(o: _Plan, tag: int):
+    """An endless stream of int64 keys, new on every iteration (tf.data service workers).
+
+    Each worker must draw its own keys, even when a global seed (tf.random.set_seed,
+    keras.utils.set_random_seed) makes every unseeded op deterministic: the worker's clock
+    (tf.timestamp, read on the worker for each key) is folded into the stream."""
+    tf = _tf()
+    return tf.data.Dataset.random(rerandomize_each_iteration=True).map(
+        lambda r: tf.bitwise.bitwise_xor(r, tf.bitcast(tf.timestamp(), tf.int64)))
+
+
+def _key(r, tag: int):
+    tf = _tf()
+    return tf.stack([tf.cast(r, tf.int64), tf.constant(tag, tf.int64)])
 
 
 def _worker_permute(ds, o: _Plan, window: int = 1024):
@@ -361,7 +586,7 @@ def _worker_permute(ds, o: _Plan, window: int = 1024):
     worker would send its epoch in the same order (each image twice in a row, for two workers).
     """
     tf = _tf()
-    if o.service is None or not o.shuffle or o.mode != "parallel_epochs":
+    if not o.shuffle or o.mode != "parallel_epochs":
         return ds
 
     def permute(w, r):
@@ -370,42 +595,6 @@ def _worker_permute(ds, o: _Plan, window: int = 1024):
         return tf.nest.map_structure(lambda t: tf.gather(t, order), w)
 
     return tf.data.Dataset.zip((ds.batch(window), _keys(o, _SHUFFLE))).map(permute).unbatch()
-
-
-def _shuffle_seed(o: _Plan):
-    """The shuffle's seed; None through the tf.data service (every worker shuffles its own way)."""
-    return None if o.service is not None else _derived_seed(o.seed, _SHUFFLE)
-
-
-def _key(r, tag: int):
-    tf = _tf()
-    return tf.stack([tf.cast(r, tf.int64), tf.constant(tag, tf.int64)])
-
-
-def _index_batches(n: int, o: _Plan):
-    """Batches of image indices: a seeded permutation per epoch (or 0..n-1), cut into batches."""
-    tf = _tf()
-    full, rest = divmod(n, o.batch_size)
-
-    def epoch(r):
-        idx = tf.range(n, dtype=tf.int64)
-        if o.shuffle:
-            idx = tf.random.experimental.stateless_shuffle(idx, seed=_key(r, _SHUFFLE))
-        ds = tf.data.Dataset.from_tensor_slices(tf.reshape(idx[: full * o.batch_size], [full, o.batch_size]))
-        if rest and not o.drop_remainder:
-            ds = ds.concatenate(tf.data.Dataset.from_tensors(idx[full * o.batch_size:]))
-        return ds
-
-    epochs = _keys(o, _SHUFFLE) if o.repeat else _keys(o, _SHUFFLE).take(1)
-    return epochs.flat_map(epoch)
-
-
-def _reference_map(ds, o: _Plan):
-    """(image, label) elements -> (tf.image-augmented image, label), one key per image, in order."""
-    tf = _tf()
-    ds = tf.data.Dataset.zip((ds, _keys(o, _REFERENCE)))
-    return ds.map(lambda el, r: (reference_random(o.aug, el[0], _key(r, _REFERENCE)), el[1]),
-                  num_parallel_calls=_parallel(o))
 
 
 def _check_images(images, labels, what: str):
@@ -421,31 +610,60 @@ def _check_images(images, labels, what: str):
     return images, labels.astype(np.int32)
 
 
-def _from_memory(images, labels, o: _Plan, source: str) -> Pipeline:
+def _arrays_identity(images, labels, source: str) -> dict:
+    """Arrays' fingerprint: shape and a digest of the labels and of up to 256 evenly spaced images."""
+    step = max(1, len(images) // 256)
+    return {"dataset": source, "count": len(labels), "shape": list(images.shape[1:]),
+            "digest": _digest(labels.tobytes(), images[::step].tobytes())}
+
+
+def _source_identity(src) -> dict:
+    return _jsonable(src.identity if src.identity is not None else
+                     {"dataset": src.description, "count": src.count, "shape": list(src.image_shape)})
+
+
+def _from_memory(images, labels, o: _Plan, source: str, identity: dict | None = None) -> Pipeline:
     tf = _tf()
     images, labels = _check_images(images, labels, source)
     n, h, w, _ = images.shape
     o.aug.crop_size(h, w)
     steps = _steps(n, o, source)
-    if o.impl == "reference":
-        ds = tf.data.Dataset.from_tensor_slices((images, labels))
-        if o.shuffle:
-            ds = ds.shuffle(n, seed=_derived_seed(o.seed, _SHUFFLE), reshuffle_each_iteration=True)
-        if o.repeat:
-            ds = ds.repeat()
-        ds = _reference_map(ds, o).batch(o.batch_size, drop_remainder=o.drop_remainder)
-        return _finish(ds, o, n, steps, source)
-
+    identity = {"source": _jsonable(identity or _arrays_identity(images, labels, source)),
+                "options": _options_identity(o)}
+    start, *at = _position(o, identity, steps)
+    bs, full, rest = o.batch_size, n // o.batch_size, n % o.batch_size
     images_t = tf.constant(images)
     labels_t = tf.constant(labels)
+
+    if o.impl == "reference":  # per image: one key per (epoch, position in the epoch)
+        base = _derived_seed(o.seed, _REFERENCE)
+
+        def epoch(e, b0):
+            pos = tf.range(b0 * bs, full * bs if o.drop_remainder else n, dtype=tf.int64)
+            ds = tf.data.Dataset.from_tensor_slices((tf.gather(_order(n, o, e), pos), pos))
+            ds = ds.map(lambda i, p: (reference_random(o.aug, tf.gather(images_t, i), _key_at(base, e, p)),
+                                      tf.gather(labels_t, i)), num_parallel_calls=_parallel(o))
+            return ds.batch(bs, drop_remainder=o.drop_remainder)
+
+        return _finish(start.epochs().flat_map(epoch), o, n, steps, source, identity, start, at)
+
     # the moments of every crop the draws can pick, once: each batch is then one fused pass
     stats_t = tf.constant(crop_stats(o.aug, images)) if o.aug.contrast is not None or o.aug.standardize else None
+    base = _derived_seed(o.seed, _DRAWS)
 
-    index = tf.data.Dataset.zip((_index_batches(n, o), _keys(o, _DRAWS)))
-    ds = index.map(lambda idx, r: _fast(o, images_t, labels_t, _key(r, _DRAWS), index=idx, stats=stats_t),
+    def epoch(e, b0):  # index batches of the epoch's order, each with its draws' key
+        idx = _order(n, o, e)
+        ds = tf.data.Dataset.from_tensor_slices((tf.reshape(idx[: full * bs], [full, bs]),
+                                                 tf.range(full, dtype=tf.int64)))
+        if rest and not o.drop_remainder:
+            ds = ds.concatenate(tf.data.Dataset.from_tensors((idx[full * bs:], tf.constant(full, tf.int64))))
+        return ds.skip(b0).map(lambda i, b: (i, _key_at(base, e, b)))
+
+    index = start.epochs().flat_map(epoch)
+    ds = index.map(lambda idx, key: _fast(o, images_t, labels_t, key, index=idx, stats=stats_t),
                    num_parallel_calls=_parallel(o))
     if o.device != "gpu":
-        return _finish(ds, o, n, steps, source)
+        return _finish(ds, o, n, steps, source, identity, start, at)
     # GPU: only index batches and keys travel to the device; the arrays are copied there once
     resident = {}
 
@@ -455,8 +673,7 @@ def _from_memory(images, labels, o: _Plan, source: str) -> Pipeline:
             resident["stats"] = None if stats_t is None else tf.identity(stats_t)
         return _fast(o, resident["images"], resident["labels"], key, index=idx, stats=resident["stats"])
 
-    stream = index.map(lambda idx, r: (idx, _key(r, _DRAWS)))
-    return _finish(ds, o, n, steps, source, stream, on_device)
+    return _finish(ds, o, n, steps, source, identity, start, at, index, on_device)
 
 
 def _streamed(src, o: _Plan) -> Pipeline:
@@ -467,27 +684,68 @@ def _streamed(src, o: _Plan) -> Pipeline:
     n = src.count
     steps = _steps(n, o, src.description)
     source = f"{src.description} ({n} images)" if "images" not in src.description else src.description
-    ds = src.read(o.service is not None, o.shuffle)
-    if o.shuffle:
-        ds = _worker_permute(ds.shuffle(max(1, min(n, src.shuffle_buffer)), seed=_shuffle_seed(o),
-                                        reshuffle_each_iteration=True), o)
-    if o.repeat:
-        ds = ds.repeat()
+    identity = {"source": _source_identity(src), "options": _options_identity(o)}
+    if o.service is not None:
+        return _served(src, o, n, steps, source, identity)
+    start, *at = _position(o, identity, steps)
+    bs, window = o.batch_size, max(1, min(n, src.shuffle_buffer))
+    ref_base, draws_base = _derived_seed(o.seed, _REFERENCE), _derived_seed(o.seed, _DRAWS)
+    endless = tf.data.Dataset.range
+
+    def epoch(e, b0):  # the epoch's encoded elements in its order, from batch b0 (skipped before decoding)
+        ds = src.read(False, o.shuffle)
+        if o.shuffle:
+            ds = _window_permute(ds, window, o, e)
+        if o.drop_remainder:
+            ds = ds.take((n // bs) * bs)
+        ds = ds.skip(b0 * bs)
+        if o.impl == "reference":
+            ds = tf.data.Dataset.zip((ds.map(src.decode, num_parallel_calls=_parallel(o)),
+                                      endless(b0 * bs, tf.int64.max)))
+            ds = ds.map(lambda el, p: (reference_random(o.aug, el[0], _key_at(ref_base, e, p)), el[1]),
+                        num_parallel_calls=_parallel(o))
+            return ds.batch(bs, drop_remainder=o.drop_remainder)
+        if src.decode_batch is not None:  # one decode per batch (raw records)
+            ds = ds.batch(bs, drop_remainder=o.drop_remainder).map(src.decode_batch, num_parallel_calls=_parallel(o))
+        else:  # per-element decode (JPEG), then batch
+            ds = ds.map(src.decode, num_parallel_calls=_parallel(o)).batch(bs, drop_remainder=o.drop_remainder)
+        return tf.data.Dataset.zip((ds, endless(b0, tf.int64.max))).map(
+            lambda xy, b: (xy[0], xy[1], _key_at(draws_base, e, b)))
+
+    raw = start.epochs().flat_map(epoch)
     if o.impl == "reference":
-        ds = _reference_map(ds.map(src.decode, num_parallel_calls=_parallel(o)), o)
-        return _finish(ds.batch(o.batch_size, drop_remainder=o.drop_remainder), o, n, steps, source)
-    if src.decode_batch is not None:  # one decode per batch (raw records)
-        ds = ds.batch(o.batch_size, drop_remainder=o.drop_remainder).map(src.decode_batch,
-                                                                          num_parallel_calls=_parallel(o))
-    else:  # per-element decode (JPEG), then batch
-        ds = ds.map(src.decode, num_parallel_calls=_parallel(o)).batch(o.batch_size,
-                                                                       drop_remainder=o.drop_remainder)
-    raw = tf.data.Dataset.zip((ds, _keys(o, _DRAWS))).map(lambda b, r: (b[0], b[1], _key(r, _DRAWS)))
+        return _finish(raw, o, n, steps, source, identity, start, at)
 
     def apply(x, y, key):
         return _fast(o, x, y, key)
 
-    return _finish(raw.map(apply, num_parallel_calls=_parallel(o)), o, n, steps, source, raw, apply)
+    return _finish(raw.map(apply, num_parallel_calls=_parallel(o)), o, n, steps, source, identity, start, at,
+                   raw, apply)
+
+
+def _served(src, o: _Plan, n: int, steps: int, source: str, identity: dict) -> Pipeline:
+    """The graph tf.data service workers run: their own shuffle and draws (no seed, no position)."""
+    tf = _tf()
+    ds = src.read(True, o.shuffle)
+    if o.shuffle:
+        ds = _worker_permute(ds.shuffle(max(1, min(n, src.shuffle_buffer)), seed=None,
+                                        reshuffle_each_iteration=True), o)
+    if o.repeat:
+        ds = ds.repeat()
+    if o.impl == "reference":
+        ds = tf.data.Dataset.zip((ds.map(src.decode, num_parallel_calls=_parallel(o)), _keys(o, _REFERENCE)))
+        ds = ds.map(lambda el, r: (reference_random(o.aug, el[0], _key(r, _REFERENCE)), el[1]),
+                    num_parallel_calls=_parallel(o))
+        return _finish(ds.batch(o.batch_size, drop_remainder=o.drop_remainder), o, n, steps, source, identity)
+    if src.decode_batch is not None:
+        ds = ds.batch(o.batch_size, drop_remainder=o.drop_remainder).map(src.decode_batch,
+                                                                          num_parallel_calls=_parallel(o))
+    else:
+        ds = ds.map(src.decode, num_parallel_calls=_parallel(o)).batch(o.batch_size,
+                                                                       drop_remainder=o.drop_remainder)
+    ds = tf.data.Dataset.zip((ds, _keys(o, _DRAWS))).map(lambda b, r: _fast(o, b[0], b[1], _key(r, _DRAWS)),
+                                                         num_parallel_calls=_parallel(o))
+    return _finish(ds, o, n, steps, source, identity)
 
 
 # ---------------------------------------------------------------- constructors
@@ -511,7 +769,8 @@ def from_source(src, split: str = "train", options: PipelineOptions | None = Non
     if src.in_memory:
         images, labels = src.load()
         return _from_memory(images, labels, o, f"{src.description} ({len(labels)} images)"
-                            if "images" not in src.description else src.description)
+                            if "images" not in src.description else src.description,
+                            _source_identity(src) if src.identity is not None else None)
     return _streamed(src, o)
 
 

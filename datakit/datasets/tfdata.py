@@ -40,7 +40,10 @@ class TFSource:
     description: "utk train tfrecord" and the like, for logs and errors;
     count: images in the split; image_shape: (height, width, channels) of every decoded image;
     files: the files read (absolute paths when the source is meant for tf.data service workers);
-    shuffle_buffer: elements a streaming shuffle holds (encoded, so small).
+    shuffle_buffer: elements a streaming shuffle holds (encoded, so small): the pipelines permute
+    each window of this many elements (the whole split when it holds it);
+    identity: a small JSON-able fingerprint (dataset, split, format, size, count, files) that a
+    pipeline state records, so that a resume refuses another source (`file_identity`).
     """
 
     description: str
@@ -52,6 +55,7 @@ class TFSource:
     decode: Callable | None = field(default=None, repr=False)
     decode_batch: Callable | None = field(default=None, repr=False)
     shuffle_buffer: int = 10000
+    identity: dict | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -69,6 +73,19 @@ def resize(image, size: int | None):
         return image
     x = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+
+
+def file_identity(files, names=None) -> str:
+    """A short digest of the files' names and sizes (or of `names`): the same data moved elsewhere keeps it."""
+    import hashlib
+    import os
+
+    h = hashlib.blake2b(digest_size=8)
+    for f in files if names is None else ():
+        h.update(f"{Path(f).name}\0{os.path.getsize(f)}\n".encode())
+    for name in names or ():
+        h.update(f"{name}\n".encode())
+    return h.hexdigest()
 
 
 def _check_request(dataset, split: str, fmt: str, size) -> None:
@@ -126,8 +143,11 @@ def build_source(dataset, split: str = "train", fmt: str | None = None, size: in
     side = size or int(dataset.size)
     shape = (side, side, 3)
     name = f"{dataset.key} {split} {fmt}"
+    n = int(dataset.count(split))
+    ident = {"dataset": dataset.key, "split": split, "format": fmt, "size": side, "count": n}
     if fmt == "hdf5":
-        return TFSource(name, int(dataset.count(split)), shape, files, load=lambda: _load_hdf5(files, size))
+        return TFSource(name, n, shape, files, load=lambda: _load_hdf5(files, size),
+                        identity={**ident, "files": file_identity(files)})
 
     def jpeg(data, label):
         tf = _tf()
@@ -144,7 +164,9 @@ def build_source(dataset, split: str = "train", fmt: str | None = None, size: in
         def decode_file(path, label):
             return jpeg(_tf().io.read_file(path), label)
 
-        return TFSource(name, len(paths), shape, files, read=read, decode=decode_file, shuffle_buffer=len(paths))
+        rel = [f"{label}/{Path(p).parent.name}/{Path(p).name}" for p, label in zip(paths, labels)]
+        return TFSource(name, len(paths), shape, files, read=read, decode=decode_file, shuffle_buffer=len(paths),
+                        identity={**ident, "count": len(paths), "files": file_identity((), rel)})
 
     def read(service: bool, shuffle: bool):
         tf = _tf()
@@ -161,5 +183,5 @@ def build_source(dataset, split: str = "train", fmt: str | None = None, size: in
         ex = tf.io.parse_single_example(record, spec)
         return jpeg(ex[FEATURES["image"]], tf.cast(ex[FEATURES["label"]], tf.int32))
 
-    n = int(dataset.count(split))
-    return TFSource(name, n, shape, files, read=read, decode=decode_example, shuffle_buffer=max(n, 1))
+    return TFSource(name, n, shape, files, read=read, decode=decode_example, shuffle_buffer=max(n, 1),
+                    identity={**ident, "files": file_identity(files)})

@@ -9,7 +9,7 @@ is `datakit.datasets.cifar.records`.
 from __future__ import annotations
 
 from datakit.datasets.cifar.spec import SIDE
-from datakit.datasets.tfdata import TFSource
+from datakit.datasets.tfdata import TFSource, file_identity
 
 SERVICE_CHUNK = 256  # records per split handed out by the tf.data service dispatcher (distributed_epoch)
 
@@ -64,4 +64,8 @@ def source(dataset, split: str) -> TFSource:
         return decode(record, spec, offset)
 
     return TFSource(f"{spec.key} {split} ({n} images, files in {files[0].parent})", n, (SIDE, SIDE, 3), files,
-                    load=load, read=read, decode=one, decode_batch=one, shuffle_buffer=min(n, 10000))
+                    load=load, read=read, decode=one, decode_batch=one, shuffle_buffer=min(n, 10000),
+                    identity={"dataset": spec.key, "split": split, "format": "bin",
+                              "labels": spec.aliases.get(dataset.label_mode or spec.default_mode,
+                                                         dataset.label_mode or spec.default_mode),
+                              "count": n, "files": file_identity(files)})
