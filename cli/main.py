@@ -66,6 +66,23 @@ def as_flags(exc) -> str:
     return text
 
 
+def _from_tensorflow(exc) -> bool:
+    """An error of the data TensorFlow reads (a record that does not decode, a file that went
+    missing), as opposed to a bug: tf.errors.OpError and its kin."""
+    return type(exc).__module__.startswith("tensorflow") and hasattr(exc, "message")
+
+
+def tf_message(exc) -> str:
+    """The reason of a TensorFlow op error, without its node names and function stacks."""
+    import re
+
+    text = str(getattr(exc, "message", exc))
+    text = re.sub(r"\{\{[^}]*\}\}", "", text)
+    text = re.sub(r"\[\[[^\]]*\]\]", "", text)
+    text = re.sub(r"\[Op:[^\]]*\]( name:)?", "", text)
+    return " ".join(text.split()).strip() or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
@@ -82,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         text = as_flags(exc)
         message = text.replace("\n", " | ") if args.json else text
         print(f"datakit {mod.NAME}: error: {message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "command": mod.NAME, "error": text}))
+        return 1
+    except Exception as exc:  # noqa: BLE001 - TensorFlow's own errors on bad data: one line, not a traceback
+        if not _from_tensorflow(exc):
+            raise
+        text = (f"TensorFlow could not read or decode the data: {tf_message(exc)} "
+                "(`datakit doctor` on the data names the file and the record)")
+        print(f"datakit {mod.NAME}: error: {text}", file=sys.stderr)
         if args.json:
             print(json.dumps({"ok": False, "command": mod.NAME, "error": text}))
         return 1

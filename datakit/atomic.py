@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -53,14 +54,14 @@ def remove(path: str | os.PathLike) -> None:
 
 def sha256_file(path: str | os.PathLike, window: int = 32 << 20) -> str:
     """Hashed through memory-mapped windows: no copy (~15% faster on 760 MB than read()), and at
-    most one window of the file resident in this process at a time."""
+    most one window of the file resident in this process at a time. Only a regular file is hashed:
+    opened without blocking, a FIFO or device in its place raises OSError instead of hanging."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):  # a pipe or device: no size to map
-            while block := f.read(window):
-                h.update(block)
-            return h.hexdigest()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb", closefd=True) as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         size = info.st_size
         for offset in range(0, size, window):
             with mmap.mmap(f.fileno(), min(window, size - offset), offset=offset, access=mmap.ACCESS_READ) as part:

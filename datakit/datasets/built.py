@@ -28,6 +28,48 @@ HDF5_BLOCK = 64  # images read per h5py call (a few MB at 200 px)
 TRAIN_CROP = 0.88  # the pipelines' training crop of a build: this fraction of the side
 
 
+def _inside(rel) -> bool:
+    """A manifest path: relative, '/'-separated, without '..': it cannot leave the build folder."""
+    return (isinstance(rel, str) and rel != "" and not rel.startswith("/") and "\\" not in rel
+            and all(part not in ("", ".", "..") for part in rel.split("/")) and "\x00" not in rel)
+
+
+def manifest_problem(m: dict) -> str | None:
+    """Why a parsed manifest.json cannot be a build's (wrong types, paths leaving the folder), or None.
+
+    Readers trust the manifest's lists of files, so a hand-edited or hostile manifest must not send
+    them outside the build (`../../etc/passwd`, `/dev/zero`) or crash them with a wrong type."""
+    def strs(value) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    if not strs(m.get("classes")) or not m["classes"] or len(set(m["classes"])) != len(m["classes"]):
+        return "classes must be a list of distinct names"
+    if not strs(m.get("splits")) or not m["splits"]:
+        return "splits must be a list of names"
+    if isinstance(m.get("size"), bool) or not isinstance(m.get("size"), int) or m["size"] < 1:
+        return "size must be a positive integer"
+    counts = m.get("counts", {})
+    if not isinstance(counts, dict) or not all(
+            isinstance(c, dict) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in c.values())
+            for c in counts.values()):
+        return "counts must map each split to {class: number of pictures}"
+    outputs = m.get("outputs")
+    if not isinstance(outputs, dict) or not all(isinstance(v, dict) for v in outputs.values()):
+        return "outputs must map each format to {split: files}"
+    for fmt, per_split in outputs.items():
+        for split, listed in per_split.items():
+            paths = [listed] if isinstance(listed, str) else listed
+            if not isinstance(paths, list) or not all(_inside(p) for p in paths):
+                return f"outputs.{fmt}.{split} lists a path that is not inside the build folder"
+    files = m.get("files", {})
+    if not isinstance(files, dict) or not all(_inside(rel) and isinstance(d, str) for rel, d in files.items()):
+        return "files must map paths inside the build folder to sha256 digests"
+    fields = m.get("fields", [])
+    if not isinstance(fields, list) or not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in fields):
+        return "fields must be a list of {name, kind}"
+    return None
+
+
 def _text(x) -> str:
     return str(x, "utf-8") if isinstance(x, bytes) else str(x)
 
@@ -45,6 +87,9 @@ class BuildDataset(Dataset):
         self.root = Path(root)
         self.manifest = manifest
         where = self.root / "manifest.json"
+        problem = manifest_problem(manifest)
+        if problem:
+            raise DatakitError(f"{where}: not a datakit build manifest ({problem})")
         try:
             if type(self).key is None:
                 self.key = str(manifest.get("dataset", "utk"))
