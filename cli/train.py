@@ -29,6 +29,25 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _decay(text: str) -> float:
+    value = _positive_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"expected a decay between 0 and 1 (e.g. 0.9999), got {text!r}")
+    return value
+
+
+def _every(text: str) -> str:
+    from datakit.errors import DatakitError
+    from datakit.train import Every
+
+    try:
+        Every.parse(text)
+    except DatakitError:
+        raise argparse.ArgumentTypeError(f"expected steps (500) or seconds with a unit (300s, 10m), got {text!r}") \
+            from None
+    return text
+
+
 def _common(p) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="folder for model.keras, metrics.json, history.csv, tensorboard/ "
@@ -41,6 +60,19 @@ def _common(p) -> None:
                         "at the same path and augment (the seed then does not apply to the augmentation)")
     p.add_argument("--processing-mode", choices=("parallel_epochs", "distributed_epoch"), default=None,
                    help="tf.data service mode (default: parallel_epochs for cifar10, distributed_epoch for build)")
+    p.add_argument("--checkpoint-every", type=_every, default=None, metavar="N|Ns",
+                   help="write a checkpoint into OUT/checkpoints every N steps, or every N seconds with a unit "
+                        "(300s, 10m); the last two are kept, one is also written at the end and at SIGINT/SIGTERM "
+                        "(default: every 500 steps or 10 minutes, whichever comes first)")
+    p.add_argument("--restart", action="store_true",
+                   help="start over even though --out holds checkpoints (they are removed); without it a run "
+                        "resumes from the newest checkpoint in --out")
+    p.add_argument("--ema", type=_decay, default=None, metavar="DECAY",
+                   help="keep moving averages of the weights (the tutorial's 0.9999 for long CIFAR runs) and also "
+                        "report the held-out accuracy with them (model_ema.keras)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="turn on TensorFlow's op determinism (slower): on the CPU a resumed run then ends with "
+                        "the weights of an uninterrupted one")
     # Also accepted after the target (`datakit train build ... --json`); SUPPRESS keeps a --json given
     # before the target from being reset by this parser's default.
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -119,23 +151,30 @@ def run(args) -> dict:
     show = not args.json
     log = (lambda line: tqdm.write(line, file=sys.stderr)) if show else None
     out = args.out or _default_out(args.target)
+    control = {"checkpoint_every": args.checkpoint_every, "restart": args.restart, "ema": args.ema,
+               "deterministic": args.deterministic}
     if args.target == "cifar10":
         return train.train_cifar10(args.data, steps=args.steps, batch_size=args.batch, lr=args.lr,
                                    schedule=args.schedule, out=out, check=args.check,
                                    shuffle_labels=args.shuffle_labels, seed=args.seed,
                                    impl=args.impl, log_every=args.log_every, log=log,
                                    progress=progress_factory(show), service=args.service,
-                                   processing_mode=args.processing_mode)
+                                   processing_mode=args.processing_mode, **control)
     return train.train_build(args.data, target=args.target, format=args.format, model_name=args.model, epochs=args.epochs,
                            batch_size=args.batch, shuffle_labels=args.shuffle_labels, check=args.check,
                            lr=args.lr, augment=args.augment, patience=args.patience, seed=args.seed, out=out,
                            log=log, progress=progress_factory(show), service=args.service,
-                           processing_mode=args.processing_mode)
+                           processing_mode=args.processing_mode, **control)
 
 
 def render(result: dict) -> str:
     """Human summary of a train_cifar10 / train_build result."""
+    if result.get("interrupted"):
+        return (f"{result['target']}: stopped by {result['interrupted']} after step {result['steps']}; checkpoint "
+                f"{result['checkpoint']}\nrun the same command again to resume (--restart to start over)")
     lines = []
+    if result.get("resumed_from_step") is not None:
+        lines.append(f"resumed from step {result['resumed_from_step']} ({result['checkpoint']})")
     check = result.get("check")
     if check:
         lines.append(check["line"])
@@ -145,12 +184,18 @@ def render(result: dict) -> str:
                      + (", SHUFFLED LABELS (control run)" if result["shuffle_labels"] else ""))
         lines.append(f"precision @ 1 = {result['test_accuracy']:.3f} on {result['test_examples']} test examples "
                      f"(test loss {result['test_loss']:.3f})")
+        if result.get("test_accuracy_ema") is not None:
+            lines.append(f"precision @ 1 = {result['test_accuracy_ema']:.3f} with the moving averages of the weights "
+                         f"(decay {result['ema_decay']:g})")
     else:
         lines.append(f"{result['target']}: model {result['model']} on {result['format']}, {result['epochs']} of "
                      f"{result['max_epochs']} epochs, batch {result['batch_size']}, {result['num_classes']} classes"
                      + (", SHUFFLED LABELS (control run)" if result["shuffle_labels"] else ""))
         lines.append(f"best epoch {result['best_epoch']}: val_accuracy {result['val_accuracy']:.3f} "
                      f"(train accuracy {result['train_accuracy']:.3f}); chance {result['chance']:.3f}")
+        if result.get("val_accuracy_ema") is not None:
+            lines.append(f"val_accuracy {result['val_accuracy_ema']:.3f} with the moving averages of the last weights "
+                         f"(decay {result['ema_decay']:g})")
         if result.get("still_improving"):
             lines.append("validation accuracy was still improving at the last epoch: more --epochs may help")
     if result.get("service"):
