@@ -41,7 +41,8 @@ def test_json_keys_outputs_check_and_best_weights(build48, tmp_path, capsys):
     assert result["chance"] == 0.125 and result["num_classes"] == 8
     assert result["check"]["passed"] is True
     assert result["input_shape"] == [42, 42, 3]               # the mild crop: 0.88 of 48 px
-    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "model.keras", "tensorboard"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "history.csv", "metrics.json", "model.keras",
+                                                   "tensorboard"]
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == result["epochs"] and set(rows[0]) >= {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
