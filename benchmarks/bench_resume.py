@@ -15,7 +15,8 @@ Data: synthetic CIFAR-10-shaped binaries (`datakit.testing.synthetic_cifar.make_
 Both restores include reading the CIFAR files. The position: batch --batch of epoch --epoch (reached
 once by iterating the tf.data pipeline, which is what a tf.data checkpoint needs; datakit reaches it
 by `state_at`, and --verify checks that datakit's resumed batch equals its uninterrupted one).
-Timings are medians of --repeats runs, in the same process.
+Timings are medians of --repeats runs, in the same process; the "fresh start" rows (no resume=) show
+what building a datakit pipeline costs anyway (for impl=fast: the crop statistics and the XLA compile).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def restore_tfdata(data_dir, prefix: str) -> float:
     return time.perf_counter() - t0
 
 
-def restore_datakit(data_dir, impl: str, state: dict) -> float:
+def restore_datakit(data_dir, impl: str, state: dict | None) -> float:
+    """resume=state + first batch (state None: a fresh start, the same build cost without a position)."""
     from datakit import pipelines
 
     t0 = time.perf_counter()
@@ -136,8 +138,11 @@ def run(args) -> dict:
     out["bytes"]["ratio_at_position"] = ckpt_at / len(json.dumps(state_at))
     out["tfdata_seconds_to_reach_position_once"] = reach
 
-    times = {"datakit_fast": [], "datakit_reference": [], "tfdata": []}
+    times = {"datakit_fast": [], "datakit_reference": [], "tfdata": [], "datakit_fast_fresh_start": [],
+             "datakit_reference_fresh_start": []}
     for _ in range(args.repeats):
+        times["datakit_fast_fresh_start"].append(restore_datakit(data, "fast", None))
+        times["datakit_reference_fresh_start"].append(restore_datakit(data, "reference", None))
         times["tfdata"].append(restore_tfdata(data, prefix))
         times["datakit_fast"].append(restore_datakit(data, "fast", state_at))
         times["datakit_reference"].append(restore_datakit(data, "reference", state_at | {
@@ -167,6 +172,8 @@ def render(r: dict) -> str:
              "restore at the position (build + restore + first batch, median):",
              f"  datakit fast (resume=)         {t['datakit_fast']:8.2f} s",
              f"  datakit reference (resume=)    {t['datakit_reference']:8.2f} s",
+             f"  datakit fast, fresh start      {t['datakit_fast_fresh_start']:8.2f} s   (the build cost: crop statistics, XLA)",
+             f"  datakit reference, fresh start {t['datakit_reference_fresh_start']:8.2f} s",
              f"  tf.data checkpoint restore     {t['tfdata']:8.2f} s   "
              f"({r['restore_ratio']['tfdata_over_datakit_fast']:.1f}x datakit fast, "
              f"{r['restore_ratio']['tfdata_over_datakit_reference']:.1f}x datakit reference)",

@@ -14,8 +14,8 @@ dataset's `tf_source(split, fmt, size)` (`datakit.datasets.tfdata.TFSource`): in
 encoded elements plus their decode; this module has no dataset-specific reading code.
 
 Two implementations of one `datakit.augment.Augment` config (`impl=`):
-- "reference": the tutorial's pipeline: shuffle the decoded images element by element, augment each
-  image with the tf.image ops in `Dataset.map(num_parallel_calls=threads)`, then batch.
+- "reference": the tutorial's pipeline: the images in a shuffled order element by element, each
+  augmented with the tf.image ops in `Dataset.map(num_parallel_calls=threads)`, then batched.
 - "fast": shuffled *index* batches gathered from the in-memory array (or decoded batches of a
   streamed source), augmented per batch by XLA-compiled code (see `datakit.augment`). For in-memory
   sources the moments of every possible crop are computed once when the pipeline is built
@@ -35,6 +35,12 @@ order whatever the thread count, each epoch gets a fresh shuffle and fresh draws
 position is two integers: `pipeline.state()` (JSON, a few hundred bytes) and `resume=state` on any
 constructor continue exactly where iterating the pipeline stopped (see `Pipeline.state`).
 Each pass over a non-repeating pipeline (Keras re-iterates `dataset` every epoch) is the next epoch.
+In-memory sources are permuted whole per epoch; streamed ones (TFRecord, folders) in windows of the
+source's `shuffle_buffer` elements (a build's whole split), each window permuted by (seed, epoch,
+window), and a resume mid-epoch skips encoded elements only. Through the tf.data service there is no
+position to restore: workers shuffle and draw with their own randomness (parallel_epochs) or the
+dispatcher hands out the splits (distributed_epoch); such a state says "exact": false and resume=
+refuses it, as it refuses an unseeded pipeline's.
 """
 
 from __future__ import annotations
