@@ -67,3 +67,50 @@ def sha256_file(path: str | os.PathLike, window: int = 32 << 20) -> str:
             with mmap.mmap(f.fileno(), min(window, size - offset), offset=offset, access=mmap.ACCESS_READ) as part:
                 h.update(part)
     return h.hexdigest()
+
+
+def take_lock(path: str | os.PathLike, busy) -> int:
+    """Hold an exclusive flock on `path` (created, holding this pid), without waiting: the open fd.
+
+    When another process holds it, raises DatakitError(busy(pid of the holder)). The kernel drops a
+    flock with its process, even on kill -9, so a dead holder never leaves it locked. `drop_lock`
+    removes the file while still holding it; a process that opened it before the removal notices the
+    inode changed and locks the new file instead. Other errors (a full or read-only disk) are OSError."""
+    import fcntl
+
+    from datakit.errors import DatakitError
+
+    path = Path(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DatakitError(busy(holder)) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # its last holder removed the file as it finished: lock the one there now
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:  # a full disk: the pid only feeds another process's message
+        pass
+    return fd
+
+
+def drop_lock(fd: int, path: str | os.PathLike) -> None:
+    """Release a `take_lock` lock: the file goes first, while still held (see take_lock)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    os.close(fd)

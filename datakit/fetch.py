@@ -46,7 +46,7 @@ except ImportError:  # not POSIX: fetches are not locked
     fcntl = None
 
 from datakit import __version__
-from datakit.atomic import remove, write_text
+from datakit.atomic import drop_lock, remove, take_lock, write_text
 from datakit.errors import DatakitError
 from datakit.progress import null_progress
 
@@ -584,41 +584,15 @@ def dest_lock(folder: str | os.PathLike, what: str = "fetch"):
     if fcntl is None:
         yield
         return
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise write_error(path, exc, " (the lock that keeps two fetches apart)") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                os.close(fd)
-                raise write_error(path, exc) from None
-            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise DatakitError(f"{folder}: another {what} (pid {pid}) is writing into this folder; wait for it to "
-                               "finish, or choose another destination") from None
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
     try:
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError:  # a full disk: the pid only feeds another process's message
-            pass
+        fd = take_lock(path, lambda pid: f"{folder}: another {what} (pid {pid}) is writing into this folder; wait "
+                                         "for it to finish, or choose another destination")
+    except OSError as exc:
+        raise write_error(path, exc, " (the lock that keeps two fetches apart)") from None
+    try:
         yield
     finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        os.close(fd)
+        drop_lock(fd, path)
 
 
 def install_archive(dest: str | os.PathLike, folder: str, *, archive_name: str, url: str | None = None,

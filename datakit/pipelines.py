@@ -55,13 +55,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from datakit.augment import Augment, Draws, crop_stats, fast_batch, reference_random
+from datakit.datasets.cifar.spec import TRAIN_CROP as CIFAR_CROP  # the tutorial's crop: from_arrays' default
 from datakit.errors import DatakitError
 
 log = logging.getLogger("datakit.pipelines")
 
 IMPLS = ("fast", "reference")
 DEVICES = ("auto", "cpu", "gpu")
-CIFAR_CROP = 24    # the tutorial's crop; the datasets' own default_crop is what the constructors use
 
 # stream tags of the seeded RNG (independent streams out of one user seed)
 _SHUFFLE, _DRAWS, _REFERENCE = 1, 2, 3

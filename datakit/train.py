@@ -956,8 +956,6 @@ def train_cifar10(data_dir, steps: int = 3000, batch_size: int = 128, lr: float 
     Checkpoints in `out` (see `train`): a run resumes from the newest unless `restart`.
     ema=DECAY: also report the test accuracy of the weights' moving averages (`test_accuracy_ema`).
     """
-    import keras
-
     from datakit import models
 
     if steps < 1:

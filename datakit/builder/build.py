@@ -25,7 +25,6 @@ Memory: pictures stream through worker processes a chunk at a time; nothing hold
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import multiprocessing
 import os
@@ -39,10 +38,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datakit import __version__
-from datakit.atomic import remove, sha256_file, write_text
+from datakit.atomic import drop_lock, remove, sha256_file, take_lock, write_text
 from datakit.builder import emit, neargroups, tfds_metadata
 from datakit.builder.images import MAX_PIXELS
-from datakit.builder.classes import Allowed, Classes, Field, resolve
+from datakit.builder.classes import Allowed, Classes, resolve
 from datakit.builder.scan import scan
 from datakit.builder.select import Plan, select, shortage_table
 from datakit.builder.writers import (HDF5_SHARD_BYTES, RESERVED, HDF5Writer, TFRecordWriter, features,
@@ -187,7 +186,7 @@ def build(src, out, recipe: Recipe, options: BuildOptions = BuildOptions(), prog
         pool = None
         if lock is not None:
             _discard(tmp)
-            _unlock(lock, out)
+            drop_lock(lock, out / LOCK)
             if created:  # leave no empty OUT behind
                 _discard(out / MARKER)
                 _rmdir(out)
@@ -230,7 +229,7 @@ def build(src, out, recipe: Recipe, options: BuildOptions = BuildOptions(), prog
         _discard(tmp)
         raise
     finally:
-        _unlock(lock, out)
+        drop_lock(lock, out / LOCK)
     return manifest
 
 
@@ -260,40 +259,11 @@ def _check_out(src: Path, out: Path, overwrite: bool) -> None:
 
 
 def _lock(out: Path) -> int:
-    """Hold OUT/.datakit-lock (flock, exclusive, without waiting) for this build; DatakitError when
-    another build holds it. The kernel drops the lock with its process: a killed build leaves none."""
+    """Hold OUT/.datakit-lock for this build (datakit.atomic.take_lock); DatakitError when another
+    build holds it."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / LOCK
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise DatakitError(f"{out}: being written by another datakit build (pid {holder}); wait for it "
-                               "to finish, or stop it") from None
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            current = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            current = False
-        if current:
-            break
-        os.close(fd)  # its last holder removed the file as it finished: lock the one there now
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _unlock(fd: int, out: Path) -> None:
-    try:
-        (out / LOCK).unlink(missing_ok=True)  # still held: a build waiting on this file locks a new one
-    except OSError:
-        pass
-    os.close(fd)
+    return take_lock(out / LOCK, lambda pid: f"{out}: being written by another datakit build (pid {pid}); wait for "
+                                             "it to finish, or stop it")
 
 
 def _stop(pool) -> None:

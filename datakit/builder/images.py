@@ -69,8 +69,9 @@ _SOF_PLAIN = (0xC0, 0xC1, 0xC2)  # baseline, extended, progressive Huffman: what
 _NO_LENGTH = frozenset((0x01, *range(0xD0, 0xD8)))  # markers without a length field
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's frame header, without decoding; None for anything else."""
+def _frame_header(data: bytes) -> tuple[int, int] | None:
+    """(marker, offset) of a JPEG's frame header (SOFn), followed through the marker segments
+    without decoding; None when the bytes are not a JPEG or its scan comes first."""
     if data[:2] != b"\xff\xd8":
         return None
     pos, end = 2, len(data) - 10
@@ -78,46 +79,44 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        if marker in _NO_LENGTH:
-            pos += 2
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 7:pos + 9], "big")
-        if marker == 0xDA:
-            return None
-        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
-    return None
-
-
-def plain_jpeg(data: bytes, size: int) -> bool:
-    """True for a complete 8-bit 3-component JPEG of size x size (the common UTKFace file, and most photo folders).
-
-    Reads the marker segments up to the frame header: a few microseconds, where opening the file
-    with Pillow costs ~0.1 ms. Anything else (or anything odd) goes through Pillow."""
-    if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
-        return False
-    pos, end = 2, len(data) - 10
-    while pos < end:
-        if data[pos] != 0xFF:
-            return False
-        marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
         if marker in _NO_LENGTH:
             pos += 2
             continue
-        if marker in _SOF_PLAIN:  # frame header: length(2) precision(1) height(2) width(2) components(1)
-            height = int.from_bytes(data[pos + 5:pos + 7], "big")
-            width = int.from_bytes(data[pos + 7:pos + 9], "big")
-            return data[pos + 4] == 8 and data[pos + 9] == 3 and height == width == size
-        if marker == 0xDA or (0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)):
-            return False  # scan data before a frame header, or a coding process left to Pillow
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker, pos  # frame header: length(2) precision(1) height(2) width(2) components(1)
+        if marker == 0xDA:
+            return None
         pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
-    return False
+    return None
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, without decoding; None for anything else."""
+    frame = _frame_header(data)
+    if frame is None:
+        return None
+    pos = frame[1]
+    return int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 7:pos + 9], "big")
+
+
+def plain_jpeg(data: bytes, size: int) -> bool:
+    """True for a complete 8-bit 3-component JPEG of size x size (the common UTKFace file, and most photo folders).
+
+    Reads the marker segments up to the frame header: a few microseconds, where opening the file
+    with Pillow costs ~0.1 ms. Anything else (or anything odd, or a coding process other than
+    baseline, extended or progressive Huffman) goes through Pillow."""
+    if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        return False
+    frame = _frame_header(data)
+    if frame is None or frame[0] not in _SOF_PLAIN:
+        return False
+    pos = frame[1]
+    height = int.from_bytes(data[pos + 5:pos + 7], "big")
+    width = int.from_bytes(data[pos + 7:pos + 9], "big")
+    return data[pos + 4] == 8 and data[pos + 9] == 3 and height == width == size
 
 
 def jpeg_end(data: bytes) -> int | None:

@@ -28,12 +28,12 @@ _FLAGS = {8: cv2.IMREAD_REDUCED_GRAYSCALE_8, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
 def small_of(data: bytes) -> np.ndarray | None:
     """The 32x32 summary picture of encoded bytes (gray, as RGB), or None when they do not decode
     or claim too many pixels (a decompression bomb is refused before OpenCV allocates it)."""
-    from datakit.builder.images import claims_too_many
+    from datakit.builder.images import MAX_PIXELS, claims_too_many
 
-    if claims_too_many(data):
+    side = jpeg_size(data)  # a JPEG's header once: for the limit and for the decode scale
+    if side[0] * side[1] > MAX_PIXELS if side is not None else claims_too_many(data):
         return None
     arr = np.frombuffer(data, np.uint8)
-    side = jpeg_size(data)
     scale = 1
     if side is not None:
         while scale < 8 and min(side) // (scale * 2) >= 25:

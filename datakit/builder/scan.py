@@ -157,6 +157,24 @@ class Listing:
         self.named.append((rel, fields, out))
 
 
+def list_flat(src: Path, is_picture, suffixes: str, parse) -> Listing:
+    """The listing of a flat SRC whose file names carry the labels (UTKFace, a name pattern): each
+    regular file with a picture name is offered with `parse`; subfolders, special files and other
+    names are ignored with the reason (`suffixes` names the picture suffixes in that reason)."""
+    found = Listing()
+    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+        kind, why = inspect(entry, str(src))
+        if kind == "dir":
+            found.ignore(entry.name, "subfolder (SRC must be a flat folder)")
+        elif why:
+            found.ignore(entry.name, why)
+        elif not is_picture(entry.name):
+            found.ignore(entry.name, f"not a picture name ({suffixes})")
+        else:
+            found.offer(entry.name, parse)
+    return found
+
+
 @dataclass
 class Scan:
     src: Path

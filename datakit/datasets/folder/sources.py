@@ -15,8 +15,8 @@ import os
 import re
 from pathlib import Path
 
-from datakit.builder.classes import Allowed, Field, check_class_name, parse_allowed
-from datakit.builder.scan import Listing, inspect, shown
+from datakit.builder.classes import Field, check_class_name, parse_allowed
+from datakit.builder.scan import Listing, inspect, list_flat, shown
 from datakit.errors import DatakitError
 
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -154,18 +154,7 @@ class NamePattern:
         return out
 
     def list(self, src: Path) -> Listing:
-        found = Listing()
-        for entry in sorted(os.scandir(src), key=lambda e: e.name):
-            kind, why = inspect(entry, str(src))
-            if kind == "dir":
-                found.ignore(entry.name, "subfolder (SRC must be a flat folder)")
-            elif why:
-                found.ignore(entry.name, why)
-            elif not is_picture_name(entry.name):
-                found.ignore(entry.name, f"not a picture name ({', '.join(PICTURE_SUFFIXES)})")
-            else:
-                found.offer(entry.name, self.parse)
-        return found
+        return list_flat(src, is_picture_name, ", ".join(PICTURE_SUFFIXES), self.parse)
 
 
 class CsvLabels:

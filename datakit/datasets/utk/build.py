@@ -8,7 +8,7 @@ atomic install) is datakit.builder's.
 from __future__ import annotations
 
 from datakit.builder import build as generic
-from datakit.builder.build import FORMATS, BuildOptions, Recipe, is_complete_build, start_method  # noqa: F401
+from datakit.builder.build import BuildOptions, Recipe
 from datakit.datasets.utk.names import DEFAULT_RACES, check_races, class_names
 from datakit.datasets.utk.source import FEATURE_DOCS, UTKNames
 from datakit.errors import DatakitError

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from datakit.builder.classes import Field
-from datakit.builder.scan import Listing, inspect
+from datakit.builder.scan import Listing, list_flat
 from datakit.datasets.utk.names import looks_like_image_name, parse_name
 
 FIELDS = (Field("age"), Field("gender"), Field("race"))
@@ -30,18 +29,7 @@ class UTKNames:
     declared: dict = {}
 
     def list(self, src: Path) -> Listing:
-        found = Listing()
-        for entry in sorted(os.scandir(src), key=lambda e: e.name):
-            kind, why = inspect(entry, str(src))
-            if kind == "dir":
-                found.ignore(entry.name, "subfolder (SRC must be a flat folder)")
-            elif why:
-                found.ignore(entry.name, why)
-            elif not looks_like_image_name(entry.name):
-                found.ignore(entry.name, "not a picture name (.jpg/.jpeg/.png)")
-            else:
-                found.offer(entry.name, _labels)
-        return found
+        return list_flat(src, looks_like_image_name, ".jpg/.jpeg/.png", _labels)
 
 
 def _labels(name: str) -> dict:
