@@ -28,7 +28,7 @@ def _report_renderers() -> dict:
     """Step name -> the render() of the command whose result the step carries as `report`."""
     from datakit_cli import bench_aug, train
 
-    return {"train": train.render, "bench-aug": bench_aug.render}
+    return {"train": train.render, "train-utk": train.render, "bench-aug": bench_aug.render}
 
 
 def render(result: dict) -> str:

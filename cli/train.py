@@ -36,6 +36,17 @@ def _decay(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> float:
+    from datakit.errors import DatakitError
+    from datakit.train import duration_seconds
+
+    try:
+        return duration_seconds(text)
+    except DatakitError:
+        raise argparse.ArgumentTypeError(f"expected seconds (600) or a duration with a unit (600s, 10m), got {text!r}") \
+            from None
+
+
 def _every(text: str) -> str:
     from datakit.errors import DatakitError
     from datakit.train import Every
@@ -111,24 +122,43 @@ def add_arguments(p):
 
 def _build_target(sub, target: str) -> None:
     """`train build` (any builder output) and `train utk`, its first name: the same options."""
-    u = sub.add_parser(target, help="`small` (or the failing `seed-bad`) on a build output" if target == "build"
-                       else "`train build` under its first name (a build-utk output)",
+    from datakit.recipes import RECIPES
+
+    c = RECIPES["compact"]
+    u = sub.add_parser(target, help="`compact` (or `small`, or the failing `seed-bad`) on a build output"
+                       if target == "build" else "`train build` under its first name (a build-utk output)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Train on the build's train split with flip + mild-crop augmentation, "
-                                   "validate on its val split every epoch, keep the best weights, halve the "
-                                   "learning rate after 2 flat epochs and stop after --patience flat epochs. "
-                                   "Any `datakit build` or `datakit build-utk` output: classes from its manifest.")
+                                   "validate on its val split every epoch and keep the best weights. compact "
+                                   f"(default): {c.epochs} epochs of SGD with a one-cycle learning rate, label "
+                                   f"smoothing {c.label_smoothing}, at {c.size} px (resized on the fly); small and "
+                                   "seed-bad: Adam, the rate halved after 2 flat epochs, a stop after --patience "
+                                   "flat epochs, at the build's size. Any `datakit build` or `datakit build-utk` "
+                                   "output: classes from its manifest. Writes the val confusion matrix "
+                                   "(confusion.png) beside the model.")
     u.add_argument("--data", required=True, metavar="BUILD_DIR", help="a `datakit build` / `build-utk` output folder")
     u.add_argument("--format", choices=("tfrecord", "hdf5", "folders"), default="tfrecord",
                    help="which of the build's outputs to read")
-    u.add_argument("--model", choices=("small", "seed-bad"), default="small",
-                   help="small: the baseline that learns; seed-bad: the network that guessed at random")
-    u.add_argument("--epochs", type=positive_int, default=30,
-                   help="most epochs to train (early stopping usually ends the run sooner)")
-    u.add_argument("--batch", type=positive_int, default=16, help="batch size")
-    u.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
-    u.add_argument("--patience", type=positive_int, default=5,
-                   help="stop after this many epochs without a better val_accuracy")
+    u.add_argument("--model", choices=tuple(RECIPES), default="compact",
+                   help="compact: BN + global-average-pooling convnet (the default); small: the seed's accepted "
+                        "answer; seed-bad: the network that guessed at random")
+    u.add_argument("--size", type=positive_int, default=None, metavar="S",
+                   help="resize to S x S px in the pipeline (default: compact 64, or the build's size if smaller; "
+                        "small / seed-bad: the build's size)")
+    u.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"epochs to train (default: compact {c.epochs}; small / seed-bad at most "
+                        f"{RECIPES['small'].epochs}, early stopping usually ends them sooner)")
+    u.add_argument("--batch", type=positive_int, default=None,
+                   help=f"batch size (default: compact {c.batch_size}, small / seed-bad {RECIPES['small'].batch_size})")
+    u.add_argument("--lr", type=_positive_float, default=None,
+                   help=f"learning rate (default: compact's one-cycle peak {c.lr:g}, small / seed-bad's Adam "
+                        f"{RECIPES['small'].lr:g})")
+    u.add_argument("--patience", type=positive_int, default=None,
+                   help=f"stop after this many epochs without a better val_accuracy (default: small / seed-bad "
+                        f"{RECIPES['small'].patience}; compact runs all its epochs)")
+    u.add_argument("--time-limit", type=_duration, default=None, metavar="T",
+                   help="end the run after T of training (600, 600s, 10m), validating the epoch in progress "
+                        "where it stands (default: no limit)")
     u.set_defaults(augment=True)  # before the option, so --help does not print "(default: True)"
     u.add_argument("--no-augment", dest="augment", action="store_false", default=argparse.SUPPRESS,
                    help="train without the flip + mild crop augmentation")
@@ -164,7 +194,8 @@ def run(args) -> dict:
                            batch_size=args.batch, shuffle_labels=args.shuffle_labels, check=args.check,
                            lr=args.lr, augment=args.augment, patience=args.patience, seed=args.seed, out=out,
                            log=log, progress=progress_factory(show), service=args.service,
-                           processing_mode=args.processing_mode, **control)
+                           processing_mode=args.processing_mode, size=args.size,
+                           time_limit=args.time_limit, **control)
 
 
 def render(result: dict) -> str:
@@ -198,6 +229,15 @@ def render(result: dict) -> str:
                          f"(decay {result['ema_decay']:g})")
         if result.get("still_improving"):
             lines.append("validation accuracy was still improving at the last epoch: more --epochs may help")
+    per_class = result.get("per_class_accuracy") or {}
+    if per_class and len(per_class) <= 20:
+        shown = {k: v for k, v in per_class.items() if v is not None}
+        worst = min(shown, key=shown.get) if shown else None
+        lines.append("per-class accuracy: " + ", ".join(f"{k} {v:.2f}" for k, v in shown.items())
+                     + (f" (lowest: {worst})" if worst else ""))
+    if result.get("train_seconds") is not None and result.get("epochs"):
+        lines.append(f"trained {result['train_seconds']:.0f} s ({result['train_seconds'] / result['epochs']:.1f} s/epoch); "
+                     f"{result['seconds']:.0f} s in all")
     if result.get("service"):
         lines.append(f"train batches from the tf.data service {result['service']} ({result['processing_mode']})")
     lines.append(f"{result['examples_per_sec']:.1f} examples/sec, {result['sec_per_batch']:.4f} sec/batch, "

@@ -147,6 +147,19 @@ def train_step(folder: Path, seed: int, progress) -> dict:
     return {**{k: result[k] for k in keep}, "lines": lines, "report": result}
 
 
+def train_utk_step(folder: Path, seed: int, progress, build: str) -> dict:
+    """A short `train utk` of the default model (compact) on the demo's synthetic build, resized on the fly."""
+    from datakit import train
+
+    out = folder / "run"
+    result = train.train_utk(build, epochs=3, size=48, out=out, seed=seed, progress=progress, restart=True)
+    lines = [f"train utk --data {build} --epochs 3 --size 48 --out {out}",
+             f"  (the synthetic build above, 64 px pictures resized to 48 px in the pipeline; compact, "
+             f"{result['parameters']} parameters; confusion matrix in {out / 'confusion.png'})"]
+    keep = ("val_accuracy", "per_class_accuracy", "epochs", "stuck_at_chance", "out")
+    return {**{k: result[k] for k in keep}, "lines": lines, "report": result}
+
+
 def bench_aug_step(folder: Path, seed: int, progress) -> dict:
     from datakit import bench
 
@@ -164,6 +177,7 @@ STEPS = [
     ("preview", preview_step, {"build": ("build-utk", "build"), "cifar": ("fetch-cifar10", "dest")}),
     ("doctor", doctor_step, {"build": ("build-utk", "build"), "cifar": ("fetch-cifar10", "dest")}),
     ("train", train_step, {}),
+    ("train-utk", train_utk_step, {"build": ("build-utk", "build")}),
     ("bench-aug", bench_aug_step, {}),
 ]
 

@@ -39,18 +39,22 @@ CHECK_TARGET = 0.95
 # ----------------------------------------------------------------------------- steps and timing
 
 
-def make_steps(model, optimizer, from_logits: bool, ema=None):
+def make_steps(model, optimizer, from_logits: bool, ema=None, label_smoothing: float = 0.0):
     """(train_step, eval_step) as tf.functions.
 
     train_step(images, labels) -> (total loss incl. weight decay, cross-entropy, correct count);
     eval_step(images, labels) -> (summed cross-entropy, correct count, batch size).
-    ema: an `Ema`, updated after every step.
+    ema: an `Ema`, updated after every step. label_smoothing: the gradient follows the cross-entropy
+    against smoothed one-hot targets; the reported cross-entropy is still against the true labels,
+    so the stuck-at-chance test (loss near ln K) reads the same.
     """
     import keras
     import tensorflow as tf
 
     mean_ce = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     sum_ce = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits, reduction="sum")
+    smoothed = (keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+                if label_smoothing else None)
 
     def correct(outputs, labels):
         hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
@@ -61,7 +65,8 @@ def make_steps(model, optimizer, from_logits: bool, ema=None):
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
             ce = mean_ce(labels, outputs)
-            total = ce + tf.add_n(model.losses) if model.losses else ce
+            fitted = ce if smoothed is None else smoothed(tf.one_hot(labels, tf.shape(outputs)[-1]), outputs)
+            total = fitted + tf.add_n(model.losses) if model.losses else fitted
         grads = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         if ema is not None:
@@ -491,6 +496,9 @@ class Hyp:
     lr_factor: float = 0.5
     from_logits: bool = False
     eval_name: str = "validation"  # what the held-out split is called in the diagnosis ("test" for cifar10)
+    label_smoothing: float = 0.0  # of the training targets (the reported cross-entropy is against the true labels)
+    time_limit: float | None = None  # epoch mode: seconds of training (with validation) after which the run
+    #                                  ends: the epoch in progress stops at its next batch and is validated
     log_every: int = 10           # step mode: bar figures every N steps, a log line every 10 N
 
 
@@ -559,7 +567,7 @@ def fit(model, optimizer, train_ds, eval_ds, hyp: Hyp, relabel=None, board=None,
     Checkpoints: `save(state)` writes one (tensors and `state`) when `every` says so, and at a
     `stop` (a SIGINT/SIGTERM flag), after which `Stopped` is raised. `state` resumes a fit.
     """
-    train_step, eval_step = make_steps(model, optimizer, hyp.from_logits, ema)
+    train_step, eval_step = make_steps(model, optimizer, hyp.from_logits, ema, hyp.label_smoothing)
     by_step = hyp.steps is not None
     s = state or FitState()
     if not by_step and best_copy is None:
@@ -582,6 +590,8 @@ def fit(model, optimizer, train_ds, eval_ds, hyp: Hyp, relabel=None, board=None,
             t0 = time.perf_counter() - s.sums["seconds"]
             it = _batches(train_ds, s, replay)
             replay = False  # later epochs: the next pass of the same pipeline
+            spent = sum(row["seconds"] for row in s.history)
+            out_of_time = False
             if relabel is not None:
                 it = ((images, relabel(labels)) for images, labels in it)
             for rec in timed_steps(train_step, it, hyp.steps - s.step if by_step else None):
@@ -604,6 +614,9 @@ def fit(model, optimizer, train_ds, eval_ds, hyp: Hyp, relabel=None, board=None,
                     checkpoint(force=True)
                     raise Stopped(stop.signal, s)
                 checkpoint()
+                if not by_step and hyp.time_limit is not None and spent + s.sums["seconds"] >= hyp.time_limit:
+                    out_of_time = True
+                    break
             if not s.sums["examples"]:
                 raise DatakitError("training data set is empty")
             result = evaluate(eval_step, eval_ds)
@@ -623,16 +636,22 @@ def fit(model, optimizer, train_ds, eval_ds, hyp: Hyp, relabel=None, board=None,
             s.history.append({"epoch": epoch, "loss": round(train_loss, 6), "accuracy": round(train_acc, 6),
                               "val_loss": round(result["loss"], 6), "val_accuracy": round(result["accuracy"], 6),
                               "learning_rate": round(lr, 9), "seconds": round(time.perf_counter() - t0, 3),
-                              "input_wait_sec": round(s.sums["wait"], 4)})
+                              "input_wait_sec": round(s.sums["wait"], 4), "examples": s.sums["examples"]})
+            pace = epoch_pace(s.history, hyp.epochs)
             s.epoch, s.batch, s.sums = epoch + 1, 0, _epoch_sums()
             if board is not None:
                 board.scalars("train", epoch, {"loss": train_loss, "accuracy": train_acc, "learning_rate": lr})
-            line = (f"epoch {epoch}: loss {train_loss:.4f} accuracy {train_acc:.4f} - val_loss {result['loss']:.4f} "
-                    f"val_accuracy {result['accuracy']:.4f}")
+            line = (f"epoch {epoch}/{hyp.epochs}: loss {train_loss:.4f} accuracy {train_acc:.4f} - val_loss "
+                    f"{result['loss']:.4f} val_accuracy {result['accuracy']:.4f} - {pace}")
             bar.update(1)
-            _bar_note(bar, line.split(": ", 1)[1])
+            _bar_note(bar, line.split(": ", 1)[1].rsplit(" - ", 1)[0])
             if log:
                 log(line)
+            if out_of_time:
+                s.finished = True
+                if log:
+                    log(f"time limit: {hyp.time_limit:g} s of training reached in epoch {epoch} "
+                        f"(after {s.history[-1]['examples']} of its pictures)")
             if result["accuracy"] > s.best["accuracy"]:
                 s.best = {"accuracy": result["accuracy"], "loss": result["loss"], "epoch": epoch,
                           "train_accuracy": train_acc, "train_loss": train_loss}
@@ -655,6 +674,20 @@ def fit(model, optimizer, train_ds, eval_ds, hyp: Hyp, relabel=None, board=None,
     if not by_step and s.best["epoch"]:
         model.set_weights(best_copy.numpy())
     return {"history": s.history, "records": records, "best": dict(s.best), "last_weights": last, "state": s}
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def epoch_pace(history: list[dict], epochs: int) -> str:
+    """'31.2 s/epoch, about 5 min 12 s left': the last epoch's time and the mean of the epochs so far
+    times those left (an upper bound when early stopping may end the run sooner)."""
+    done = len(history)
+    mean = sum(row["seconds"] for row in history) / max(1, done)
+    left = max(0, epochs - done) * mean
+    return f"{history[-1]['seconds']:.1f} s/epoch, " + (f"about {_duration(left)} left" if left else "done")
 
 
 def _step_row(i: int, rec: dict, optimizer, hyp: Hyp, history: list, board, bar, log) -> None:
@@ -688,6 +721,7 @@ class Data:
     rescale: float | None = None  # the model's input scaling (build: 1/255), None for none
     name: str | None = None       # the data set as a checkpoint names it ("cifar10, 50000 train images")
     resumed: bool = False         # `train` was built at a checkpoint's position (resume=pipeline state)
+    classes: list | None = None   # class names in label order (the confusion matrix); None: "0", "1", ...
 
 
 def latest_checkpoint(out, restart: bool = False, log=None):
@@ -849,6 +883,7 @@ def train(hyp: Hyp, data: Data, build_model, make_optimizer, opt_info: dict, out
         "checkpoint_every": (Every.parse(checkpoint_every) if checkpoint_every is not None else Every()).describe(),
     }
     run = Run(metrics, result, model, out, t_start)
+    _confusion(run, data, hyp)
     if averages is not None:  # evaluate (and save) the moving averages of the last weights
         weights = model.get_weights()
         model.set_weights(result["last_weights"])
@@ -860,6 +895,20 @@ def train(hyp: Hyp, data: Data, build_model, make_optimizer, opt_info: dict, out
         averages.swap(model)
         model.set_weights(weights)
     return run
+
+
+def _confusion(run: "Run", data: Data, hyp: Hyp) -> None:
+    """The held-out confusion matrix and per-class accuracy of the weights the run keeps (metrics
+    "confusion", and confusion.png in `out`)."""
+    from datakit import confusion
+
+    classes = data.classes or [str(i) for i in range(data.num_classes)]
+    counts = confusion.confusion_matrix(run.model, data.eval, data.num_classes)
+    run.metrics["confusion"] = confusion.report(counts, classes)
+    run.metrics["per_class_accuracy"] = run.metrics["confusion"]["per_class_accuracy"]
+    if run.out is not None:
+        title = f"{hyp.model} on {hyp.eval_name}"
+        run.extra_files["confusion"] = confusion.write_png(counts, classes, run.out / "confusion.png", title)
 
 
 @dataclass
@@ -939,7 +988,8 @@ def cifar10_data(data_dir, batch_size: int, seed: int, impl: str, service: str |
                                        **served, **at)
     test = pipelines.dataset_pipeline(dataset, "test", batch_size=batch_size, impl=impl)
     return Data(train, test, len(dataset.classes), [1] * len(dataset.classes), dataset.count("train"),
-                name=f"{dataset.key}, {dataset.count('train')} train images", resumed=bool(resume))
+                name=f"{dataset.key}, {dataset.count('train')} train images", resumed=bool(resume),
+                classes=list(dataset.classes))
 
 
 def train_cifar10(data_dir, steps: int = 3000, batch_size: int = 128, lr: float | None = None,
@@ -1005,17 +1055,34 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
 
 # ----------------------------------------------------------------------------- build: any builder output
 
-BUILD_EPOCHS = 30         # a cap: early stopping usually ends the run first
-BUILD_PATIENCE = 5        # epochs without a better val_accuracy before stopping
-BUILD_LR_PATIENCE = 2     # epochs without improvement before halving the learning rate
-BUILD_LR_FACTOR = 0.5
-UTK_EPOCHS, UTK_PATIENCE, UTK_LR_PATIENCE, UTK_LR_FACTOR = BUILD_EPOCHS, BUILD_PATIENCE, BUILD_LR_PATIENCE, BUILD_LR_FACTOR
+BUILD_MODEL = "compact"   # the default model (datakit.recipes holds each model's defaults)
+IN_MEMORY_LIMIT = 1 << 30  # decoded bytes of a split up to which the trainer decodes it once and keeps it
 
 
-def build_hyp(model_name: str = "small", epochs: int = BUILD_EPOCHS, batch_size: int = 16,
-              patience: int = BUILD_PATIENCE, target: str = "build") -> Hyp:
-    return Hyp(target=target, model=model_name, batch_size=batch_size, epochs=epochs, patience=patience,
-               lr_patience=BUILD_LR_PATIENCE, lr_factor=BUILD_LR_FACTOR, from_logits=False)
+def duration_seconds(text) -> float:
+    """A time budget: seconds as a number, or text with a unit ("600", "600s", "10m", "1h")."""
+    raw = str(text).strip().lower()
+    unit = {"s": 1, "m": 60, "h": 3600}.get(raw[-1:], None) if raw else None
+    try:
+        value = float(raw[:-1] if unit else raw) * (unit or 1)
+    except ValueError:
+        value = 0.0
+    if not (value > 0 and math.isfinite(value)):
+        raise DatakitError(f"time_limit={text!r}: expected seconds (600) or a duration with a unit (600s, 10m, 1h)",
+                           param="time_limit")
+    return value
+
+
+def build_hyp(model_name: str = BUILD_MODEL, epochs: int | None = None, batch_size: int | None = None,
+              patience: int | None = None, target: str = "build", time_limit=None) -> Hyp:
+    """The build trainer's Hyp: the model's recipe, with any of epochs / batch size / patience given."""
+    from datakit.recipes import recipe
+
+    r = recipe(model_name)
+    return Hyp(target=target, model=model_name, batch_size=batch_size or r.batch_size, epochs=epochs or r.epochs,
+               patience=r.patience if patience is None else patience, lr_patience=r.lr_patience,
+               lr_factor=r.lr_factor, from_logits=False, label_smoothing=r.label_smoothing,
+               time_limit=None if time_limit is None else duration_seconds(time_limit))
 
 
 def open_build(build_dir):
@@ -1032,85 +1099,128 @@ def open_build(build_dir):
 def build_augment(model_name: str, augment: bool, crop=None):
     """(train Augment, val Augment, rescale) for a build's pipelines.
 
-    small: flip + a mild random crop (the dataset's default crop, 0.88 of the side) for training, the
-    centre crop of the same size for validation; pixels stay 0..255 (standardize off) and the
-    model's Rescaling(1/255) puts them in [0, 1], the classic fix. seed-bad: raw 0..255 pixels, no
-    crop, no flip, no scaling, as the network that guessed at random was trained.
+    compact / small: flip + a mild random crop (the recipe's crop, else the dataset's default, 0.88 of
+    the side) for training, the centre crop of the same size for validation; pixels stay 0..255
+    (standardize off: per-image standardization would erase how light or dark a face is, a real
+    cue for race) and the model's Rescaling(1/255) puts them in [0, 1]. No hue or saturation
+    jitter, which would change skin tone. seed-bad: raw 0..255 pixels, no crop, no flip, no
+    scaling, as the network that guessed at random was trained.
     """
     from datakit.augment import Augment
     from datakit.datasets.built import TRAIN_CROP
+    from datakit.recipes import recipe
 
+    r = recipe(model_name)
     plain = Augment(crop=None, flip=False, brightness=None, contrast=None, standardize=False)
-    if model_name == "seed-bad":
+    if r.raw:
         return plain, plain, None
     if not augment:
         return plain, plain, 1 / 255.0
-    train_aug = Augment(crop=TRAIN_CROP if crop is None else crop, flip=True, brightness=None, contrast=None,
-                        standardize=False)
+    train_aug = Augment(crop=r.crop or (TRAIN_CROP if crop is None else crop), flip=True, brightness=r.brightness,
+                        contrast=r.contrast, standardize=False)
     return train_aug, train_aug.for_eval(), 1 / 255.0
 
 
 utk_augment = build_augment
 
 
+def train_size(model_name: str, dataset, size: int | None) -> int | None:
+    """The side the pipeline resizes to: `size`, else the recipe's (never upsampling a smaller build),
+    else the build's own (None)."""
+    from datakit.recipes import recipe
+
+    if size is not None:
+        return size
+    r = recipe(model_name).size
+    return r if r is not None and r < int(dataset.size) else None
+
+
+def _kept(src):
+    """A small split decoded once and kept (the fused in-memory path), instead of decoding every JPEG
+    again every epoch; a large one streams."""
+    from datakit.datasets.tfdata import decoded
+
+    h, w, c = src.image_shape
+    return decoded(src) if src.load is None and src.count * h * w * c <= IN_MEMORY_LIMIT else src
+
+
 def build_data(build_dir, format: str, batch_size: int, augment: bool, seed: int, model_name: str,
-               service: str | None = None, processing_mode: str | None = None, resume: dict | None = None) -> Data:
-    """Train and val pipelines over a build's splits (with `service`, the train batches are made on the
-    tf.data service's workers, distributed_epoch by default so an epoch is still one pass)."""
+               service: str | None = None, processing_mode: str | None = None, resume: dict | None = None,
+               size: int | None = None) -> Data:
+    """Train and val pipelines over a build's splits, resized to `train_size` (with `service`, the train
+    batches are made on the tf.data service's workers, distributed_epoch by default so an epoch is
+    still one pass)."""
     from datakit import pipelines
 
     dataset = open_build(build_dir)
+    side = train_size(model_name, dataset, size)
     train_aug, val_aug, rescale = build_augment(model_name, augment, dataset.default_crop)
     served = {"service": service, "processing_mode": processing_mode or "distributed_epoch"} if service else {}
     at = {"resume": resume} if resume else {}
-    train_ds = pipelines.dataset_pipeline(dataset, "train", format, batch_size=batch_size, augment=train_aug,
-                                          shuffle=True, seed=seed, drop_remainder=False, **served, **at)
-    val_ds = pipelines.dataset_pipeline(dataset, "val", format, batch_size=max(batch_size, 64), augment=val_aug,
-                                        shuffle=False, seed=seed, drop_remainder=False)
+    train_src = dataset.tf_source("train", format, side)
+    val_src = dataset.tf_source("val", format, side)
+    if not service:
+        train_src = _kept(train_src)
+    train_ds = pipelines.from_source(train_src, "train", batch_size=batch_size, augment=train_aug, shuffle=True,
+                                     seed=seed, drop_remainder=False, crop=dataset.default_crop, **served, **at)
+    val_ds = pipelines.from_source(_kept(val_src), "val", batch_size=max(batch_size, 64), augment=val_aug,
+                                   shuffle=False, seed=seed, drop_remainder=False, crop=dataset.default_crop)
     counts = dataset.expected_counts("train") or {}
     return Data(train_ds, val_ds, len(dataset.classes), [counts.get(c, 0) for c in dataset.classes],
                 dataset.count("train"), rescale, name=f"{dataset.key} {format}, {dataset.count('train')} train images",
-                resumed=bool(resume))
+                resumed=bool(resume), classes=list(dataset.classes))
 
 
-def train_build(build_dir, format: str = "tfrecord", model_name: str = "small", epochs: int = BUILD_EPOCHS,
-                batch_size: int = 16, shuffle_labels: bool = False, check: bool = False, lr: float = 1e-3,
-                augment: bool = True, patience: int = BUILD_PATIENCE, seed: int = 0, out=None, log=None,
-                progress=null_progress, datasets=None, service: str | None = None,
+def train_build(build_dir, format: str = "tfrecord", model_name: str = BUILD_MODEL, epochs: int | None = None,
+                batch_size: int | None = None, shuffle_labels: bool = False, check: bool = False,
+                lr: float | None = None, augment: bool = True, patience: int | None = None, seed: int = 0, out=None,
+                log=None, progress=null_progress, datasets=None, service: str | None = None,
                 processing_mode: str | None = None, target: str = "build", checkpoint_every=None,
-                restart: bool = False, ema: float | None = None, deterministic: bool = False) -> dict:
-    """Train `small` (or `seed-bad`) on any builder output (build-utk, `datakit build`); validate on its
-    val split each epoch, keep the best weights.
+                restart: bool = False, ema: float | None = None, deterministic: bool = False,
+                size: int | None = None, time_limit=None) -> dict:
+    """Train `compact` (default), `small` or `seed-bad` on any builder output (build-utk, `datakit
+    build`); validate on its val split each epoch, keep the best weights. Unset epochs, batch_size,
+    lr, patience and size come from the model's recipe (datakit.recipes).
 
+    size: resize to size x size in the pipeline (a 200 px build trains at 64 px without a rebuild).
+    time_limit: seconds (or "10m") of training after which the run ends, validating the epoch in
+    progress where it stands (`time_limited` in the result).
     `datasets` = (train, val, num_classes, rescale) overrides the pipelines (tests).
     service="grpc://HOST:PORT": the train batches come from tf.data service workers (default mode
     distributed_epoch, so an epoch is still one pass over the split); validation is read here.
     Checkpoints in `out` (see `train`): a run resumes from the newest unless `restart`.
     ema=DECAY: also report the val accuracy of the last weights' moving averages (`val_accuracy_ema`).
     """
-    import keras
-
     from datakit import models
+    from datakit.recipes import optimizer_factory, recipe
 
-    if epochs < 1:
-        raise DatakitError(f"epochs={epochs}: expected at least 1", param="epochs")
+    r = recipe(model_name)
+    hyp = build_hyp(model_name, epochs, batch_size, patience, target, time_limit)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience), ("size", size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DatakitError(f"{name}={value!r}: expected a positive integer", param=name)
+    lr = r.lr if lr is None else lr
+    if not lr > 0:
+        raise DatakitError(f"lr={lr!r}: expected a positive learning rate", param="lr")
     _seed_everything(seed, deterministic)
     resume = latest_checkpoint(out, restart, log)
-    known = {"model": model_name, "batch_size": batch_size, "seed": seed, "ema": ema, "shuffle_labels": shuffle_labels}
+    known = {"model": model_name, "batch_size": hyp.batch_size, "seed": seed, "ema": ema,
+             "shuffle_labels": shuffle_labels}
     if datasets is None:
         at = resume_options(resume, known)
-        data = _resumed_data(out, lambda: build_data(build_dir, format, batch_size, augment, seed, model_name,
-                                                     service, processing_mode, **at))
+        data = _resumed_data(out, lambda: build_data(build_dir, format, hyp.batch_size, augment, seed, model_name,
+                                                     service, processing_mode, size=size, **at))
     else:
         resume_options(resume, known)
         train_ds, val_ds, num_classes, rescale = datasets
         data = Data(train_ds, val_ds, num_classes, [1] * num_classes, getattr(train_ds, "count", None) or 0, rescale)
-    hyp = build_hyp(model_name, epochs, batch_size, patience, target)
+    steps_per_epoch = getattr(data.train, "steps_per_epoch", None) or max(1, -(-data.train_count // hyp.batch_size))
+    make_optimizer, opt_info = optimizer_factory(r, lr, steps_per_epoch, hyp.epochs)
     run = train(hyp, data, lambda shape, k, rescale: models.build_utk_model(model_name, shape, k, rescale=rescale),
-                lambda: keras.optimizers.Adam(lr), {"learning_rate": lr}, out=out, check=check,
-                shuffle_labels=shuffle_labels, seed=seed, log=log, progress=progress, resume=resume,
-                checkpoint_every=checkpoint_every, ema=ema)
-    run.metrics.update({"format": format, "augment": augment, "max_epochs": epochs,
+                make_optimizer, opt_info, out=out, check=check, shuffle_labels=shuffle_labels, seed=seed, log=log,
+                progress=progress, resume=resume, checkpoint_every=checkpoint_every, ema=ema)
+    run.metrics.update({"format": format, "augment": augment, "max_epochs": hyp.epochs,
+                        "label_smoothing": hyp.label_smoothing,
                         "data": None if build_dir is None else str(build_dir)})
     if run.interrupted:
         return _stopped(run)
@@ -1119,7 +1229,10 @@ def train_build(build_dir, format: str = "tfrecord", model_name: str = "small", 
         "val_accuracy": best["accuracy"], "val_loss": best["loss"],
         "train_accuracy": best["train_accuracy"], "best_epoch": best["epoch"], "epochs": len(history),
         "final_train_accuracy": history[-1]["accuracy"], "final_val_accuracy": history[-1]["val_accuracy"],
-        "still_improving": best["epoch"] == len(history) == epochs, "steps": run.fit["state"].step})
+        "still_improving": best["epoch"] == len(history) == hyp.epochs and hyp.patience is not None,
+        "steps": run.fit["state"].step, "train_seconds": round(sum(row["seconds"] for row in history), 2),
+        "time_limit": hyp.time_limit, "time_limited": bool(hyp.time_limit) and
+        sum(row["seconds"] for row in history) >= hyp.time_limit})
     if run.ema is not None:
         run.metrics.update({"val_accuracy_ema": run.ema["accuracy"], "val_loss_ema": run.ema["loss"]})
     return _write(run.metrics, run.model, run.out, history, run.t_start, run.extra_files)

@@ -13,3 +13,8 @@ def test_demo_runs_every_step(tmp_path, capsys):
     build = steps["build-utk"]["summary"]
     assert all(n == 32 for n in (sum(build["counts"][s][c] for s in build["counts"]) for c in build["classes"]))
     assert (tmp_path / "build-utk" / "build" / "manifest.json").exists()
+    trained = steps["train-utk"]
+    assert trained["epochs"] == 3 and trained["report"]["model"] == "compact"
+    assert trained["report"]["input_shape"] == [42, 42, 3]          # resized to 48 px in the pipeline, cropped 0.88
+    assert len(trained["per_class_accuracy"]) == 8
+    assert (tmp_path / "train-utk" / "run" / "confusion.png").exists()

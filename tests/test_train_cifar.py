@@ -64,7 +64,7 @@ def test_writes_model_metrics_history_and_tensorboard(cifar_run, cifar_dir):
     from datakit import pipelines
 
     result, out, _ = cifar_run
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "history.csv", "metrics.json", "model.keras",
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "confusion.png", "history.csv", "metrics.json", "model.keras",
                                                    "tensorboard"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] == result["test_accuracy"] and metrics["steps"] == 40

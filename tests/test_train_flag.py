@@ -53,20 +53,22 @@ def busy_build(tmp_path_factory):
     return out
 
 
-def test_utk_true_labels_learn_and_are_not_flagged(busy_build):
+@pytest.mark.parametrize("model,epochs", [("compact", 12), ("small", 6)])
+def test_utk_true_labels_learn_and_are_not_flagged(busy_build, model, epochs):
     from datakit.train import train_utk
 
-    result = train_utk(busy_build, epochs=6, seed=0)
+    result = train_utk(busy_build, model_name=model, epochs=epochs, seed=0)
     assert result["val_accuracy"] >= 0.6
     assert result["stuck_at_chance"] is False and result["diagnosis"] == []
     assert result["final_loss"] < 0.5 * np.log(8)
 
 
-def test_utk_shuffled_labels_are_flagged(busy_build, capsys):
+@pytest.mark.parametrize("model,epochs", [("compact", 8), ("small", 5)])
+def test_utk_shuffled_labels_are_flagged(busy_build, capsys, model, epochs):
     from datakit_cli.main import main
 
-    code = main(["train", "utk", "--data", str(busy_build), "--epochs", "5", "--shuffle-labels", "--seed", "1",
-                 "--out", str(busy_build.parent / "shuffled"), "--json"])
+    code = main(["train", "utk", "--data", str(busy_build), "--model", model, "--epochs", str(epochs),
+                 "--shuffle-labels", "--seed", "1", "--out", str(busy_build.parent / f"shuffled-{model}"), "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["shuffle_labels"] is True
     assert result["val_accuracy"] <= 1.5 / 8 and result["chance"] == 0.125

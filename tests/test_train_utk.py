@@ -41,7 +41,7 @@ def test_json_keys_outputs_check_and_best_weights(build48, tmp_path, capsys):
     assert result["chance"] == 0.125 and result["num_classes"] == 8
     assert result["check"]["passed"] is True
     assert result["input_shape"] == [42, 42, 3]               # the mild crop: 0.88 of 48 px
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "history.csv", "metrics.json", "model.keras",
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "confusion.png", "history.csv", "metrics.json", "model.keras",
                                                    "tensorboard"]
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
@@ -120,7 +120,7 @@ def test_early_stop_halves_lr_and_restores_best():
     seen = {}
 
     def log(line):  # called at the end of every epoch: keep epoch 1's weights
-        if line.startswith("epoch 1:"):
+        if line.startswith("epoch 1/"):
             seen["epoch 1"] = [w.copy() for w in model.get_weights()]
 
     hyp = build_hyp("small", epochs=10, batch_size=8, patience=3)

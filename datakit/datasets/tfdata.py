@@ -75,6 +75,29 @@ def resize(image, size: int | None):
     return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
 
 
+def decoded(src: TFSource, batch: int = 256) -> TFSource:
+    """`src` with a `load()` that decodes every element once (in file order, in parallel), so the
+    pipelines take the fused in-memory path: what a trainer wants for a split that fits in memory and
+    is read many times. `read` stays, for the tf.data service. The identity says "decoded": a pipeline
+    state of the streamed source is not taken for this one."""
+    import dataclasses
+
+    import numpy as np
+
+    def load():
+        tf = _tf()
+        ds = src.read(False, False)
+        ds = (ds.batch(batch).map(src.decode_batch, num_parallel_calls=tf.data.AUTOTUNE) if src.decode_batch
+              else ds.map(src.decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch))
+        parts = [(x.numpy(), y.numpy()) for x, y in ds.prefetch(2)]
+        if not parts:
+            return np.zeros((0, *src.image_shape), np.uint8), np.zeros((0,), np.int32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.int32)
+
+    identity = None if src.identity is None else {**src.identity, "decoded": True}
+    return dataclasses.replace(src, load=load, identity=identity)
+
+
 def file_identity(files, names=None) -> str:
     """A short digest of the files' names and sizes (or of `names`): the same data moved elsewhere keeps it."""
     import hashlib
