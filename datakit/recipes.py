@@ -47,7 +47,7 @@ class Recipe:
 
 
 RECIPES = {
-    "compact": Recipe(batch_size=64, lr=0.05, epochs=16, optimizer="sgd", patience=None, lr_patience=None,
+    "compact": Recipe(batch_size=64, lr=0.05, epochs=15, optimizer="sgd", patience=None, lr_patience=None,
                       weight_decay=5e-4, label_smoothing=0.1, size=64, crop=0.88, brightness=20.0,
                       contrast=(0.8, 1.25)),
     "small": Recipe(batch_size=16, lr=1e-3, epochs=30),

@@ -41,3 +41,14 @@ def synthetic_build(tmp_path_factory, name: str, per_cell: int, size: int, val_f
     out = tmp_path_factory.mktemp(f"{name}-build") / "out"
     utk.build(src, out, per_class=per_cell, size=size, val_fraction=val_fraction, seed=seed, workers=2)
     return out
+
+
+def run_cli(capsys, *argv):
+    """(exit code, the --json object or stdout text, stderr) of one `datakit` command run in-process."""
+    import json
+
+    from datakit_cli.main import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if "--json" in argv else captured.out, captured.err

@@ -47,7 +47,7 @@ def test_train_utk_is_an_alias_with_the_same_options(generic_build, tmp_path, ca
     code = main(["train", "utk", "--data", str(dest), "--epochs", "1", "--batch", "8", "--no-augment", "--out",
                  str(tmp_path / "run")])
     text = capsys.readouterr().out
-    assert code == 0 and text.startswith("utk: model small on tfrecord, 1 of 1 epochs, batch 8, 8 classes")
+    assert code == 0 and text.startswith("utk: model compact on tfrecord, 1 of 1 epochs, batch 8, 8 classes")
     # the same parser options under both names
     import argparse
 

@@ -8,9 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import synthetic_build
+from conftest import run_cli, synthetic_build
 
-from datakit_cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +18,7 @@ def build80(tmp_path_factory):
     return synthetic_build(tmp_path_factory, "utk80", per_cell=16, size=80, val_fraction=0.25, seed=0, src_seed=5)
 
 
-def cli(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, json.loads(captured.out) if "--json" in argv else captured.out, captured.err
+cli = run_cli
 
 
 @pytest.mark.parametrize("side", [64, 96, 200])

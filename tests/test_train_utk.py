@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import synthetic_build
+from conftest import run_cli, synthetic_build
 
 from datakit_cli.main import main
 
@@ -19,10 +19,7 @@ def build48(tmp_path_factory):
     return synthetic_build(tmp_path_factory, "utk", per_cell=24, size=48, val_fraction=0.25, seed=0, src_seed=2)
 
 
-def cli(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, json.loads(captured.out) if "--json" in argv else captured.out, captured.err
+cli = run_cli
 
 
 def test_json_keys_outputs_check_and_best_weights(build48, tmp_path, capsys):
