@@ -8,14 +8,14 @@ its fixed number of epochs (no early stop: the schedule needs its end). Trained 
 the build's size (the pipeline resizes), so a 200 px build trains in minutes on a CPU.
 small / seed-bad: Adam at a constant rate, halved after 2 flat epochs, early stop after 5, at the
 build's size: the seed answer's recipe, kept for comparison.
+
+No Keras at import: the CLI reads this table to write its help, and `datakit build-utk` must not
+load TensorFlow.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
-from keras import ops
 
 from datakit.errors import DatakitError
 
@@ -61,25 +61,12 @@ def recipe(model_name: str) -> Recipe:
     return RECIPES[model_name]
 
 
-@keras.saving.register_keras_serializable(package="datakit")
-class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
-    """Learning rate: 0 -> peak linearly over `warmup_steps`, then linearly to 0 at `total_steps`."""
-
-    def __init__(self, peak: float, total_steps: int, warmup_steps: int):
-        self.peak, self.total, self.warmup = float(peak), int(total_steps), max(1, int(warmup_steps))
-
-    def __call__(self, step):
-        s = ops.cast(step, "float32")
-        up = self.peak * s / self.warmup
-        down = self.peak * ops.maximum(0.0, (self.total - s) / max(1, self.total - self.warmup))
-        return ops.where(s < self.warmup, up, down)
-
-    def get_config(self):
-        return {"peak": self.peak, "total_steps": self.total, "warmup_steps": self.warmup}
-
-
 def optimizer_factory(r: Recipe, lr: float, steps_per_epoch: int, epochs: int):
     """(make_optimizer, description) for a recipe at learning rate `lr` over `epochs` epochs."""
+    import keras
+
+    from datakit.schedules import OneCycle
+
     if r.optimizer == "adam":
         return (lambda: keras.optimizers.Adam(lr)), {"optimizer": "adam", "learning_rate": lr}
     total = steps_per_epoch * epochs

@@ -47,8 +47,19 @@ def test_small_keeps_its_giant_dense_layer():
     assert models.compact((200, 200, 3), 8).count_params() * 20 < model.count_params()
 
 
+def test_the_cli_does_not_load_tensorflow_for_its_help_or_builds():
+    """The recipes table feeds `train`'s help; reading it must not import Keras (build-utk's memory and start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, datakit_cli.main as m; m.build_parser(); "
+            "import datakit.recipes; print('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_one_cycle_schedule_rises_then_falls_to_zero():
-    from datakit.recipes import OneCycle
+    from datakit.schedules import OneCycle
 
     sched = OneCycle(0.1, total_steps=100, warmup_steps=10)
     lrs = [float(sched(s)) for s in range(0, 101, 5)]
