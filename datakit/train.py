@@ -590,7 +590,7 @@ def fit(model, optimizer, train_ds, eval_ds, hyp: Hyp, relabel=None, board=None,
             t0 = time.perf_counter() - s.sums["seconds"]
             it = _batches(train_ds, s, replay)
             replay = False  # later epochs: the next pass of the same pipeline
-            spent = sum(row["seconds"] for row in s.history)
+            spent = 0.0 if by_step else sum(row.get("seconds", 0.0) for row in s.history)
             out_of_time = False
             if relabel is not None:
                 it = ((images, relabel(labels)) for images, labels in it)
