@@ -1225,14 +1225,14 @@ def train_build(build_dir, format: str = "tfrecord", model_name: str = BUILD_MOD
     if run.interrupted:
         return _stopped(run)
     best, history = run.fit["best"], run.fit["history"]
+    trained = round(sum(row["seconds"] for row in history), 2)
     run.metrics.update({
         "val_accuracy": best["accuracy"], "val_loss": best["loss"],
         "train_accuracy": best["train_accuracy"], "best_epoch": best["epoch"], "epochs": len(history),
         "final_train_accuracy": history[-1]["accuracy"], "final_val_accuracy": history[-1]["val_accuracy"],
         "still_improving": best["epoch"] == len(history) == hyp.epochs and hyp.patience is not None,
-        "steps": run.fit["state"].step, "train_seconds": round(sum(row["seconds"] for row in history), 2),
-        "time_limit": hyp.time_limit, "time_limited": bool(hyp.time_limit) and
-        sum(row["seconds"] for row in history) >= hyp.time_limit})
+        "steps": run.fit["state"].step, "train_seconds": trained, "time_limit": hyp.time_limit,
+        "time_limited": bool(hyp.time_limit) and trained >= hyp.time_limit})
     if run.ema is not None:
         run.metrics.update({"val_accuracy_ema": run.ema["accuracy"], "val_loss_ema": run.ema["loss"]})
     return _write(run.metrics, run.model, run.out, history, run.t_start, run.extra_files)
