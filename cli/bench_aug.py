@@ -38,6 +38,10 @@ def add_arguments(p):
     p.add_argument("--service", default=None, metavar="grpc://HOST:PORT",
                    help="run the pipelines on a tf.data service (`datakit serve`): the workers read --data "
                    "(same path on each; synthetic data is written under the temporary folder) and augment")
+    p.add_argument("--consumer", choices=["graph", "python"], default="graph",
+                   help="how batches are taken: graph (inside a compiled loop, as model.fit and tf.function training "
+                   "loops take them; the default) or python (next() in a Python loop, which itself caps the rate on a "
+                   "small machine); GPU pipelines and --service always use python")
     p.add_argument("--processing-mode", choices=["parallel_epochs", "distributed_epoch"], default="parallel_epochs",
                    help="tf.data service processing mode (with --service)")
 
@@ -53,7 +57,7 @@ def run(args) -> dict:
     return bench.bench_aug(threads=args.threads, batch=args.batch, steps=args.steps, data=args.data,
                            impls=impls, device=args.device, rounds=args.rounds, min_seconds=args.min_seconds,
                            images=args.images, seed=args.seed, service=args.service,
-                           processing_mode=args.processing_mode, progress=progress_factory(not args.json))
+                           processing_mode=args.processing_mode, consumer=args.consumer, progress=progress_factory(not args.json))
 
 
 def render(result: dict) -> str:
@@ -64,7 +68,8 @@ def render(result: dict) -> str:
              f"{r['ms_per_batch']:.3f}", r["batches"], r["device"]] for r in result["results"]]
     header = ["impl", "images/s (median)", "range", "ms/batch", "batches", "device"]
     lines = [f"bench-aug: {result['data']}, batch {result['batch']}, threads {result['threads']} "
-             f"({result['cores']} cores), device {result['device']}, {result['rounds']} rounds",
+             f"({result['cores']} cores), device {result['device']}, {result['rounds']} rounds, "
+             f"{result['consumer']} consumer",
              table(rows, header)]
     if "fast_over_reference" in result:
         lines.append(f"fast / reference = {result['fast_over_reference']:.2f}x")

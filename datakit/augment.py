@@ -8,8 +8,11 @@ and standardization only (`Augment().for_eval()`). There is no clipping anywhere
 
 - `reference`: per image, inside `Dataset.map`, calling the `tf.image` functions one by one
   (`reference_random` draws like the tutorial, `apply_reference` takes explicit draws).
-- `fast`: per batch (`fast_batch`, `apply_fast`), vectorized and fused. Crop, flip and the gather
-  of the batch's images out of the in-memory array are one index computation and one gather.
+- `fast`: per batch (`fast_batch`, `apply_fast`; `fast_group` for several batches in one call,
+  `fast_keyed` for a batch with its draws from a key), vectorized and fused. Crop, flip and the
+  gather of the batch's images out of the in-memory array are one gather: compiled, each image's
+  crop is one block of contiguous row runs (an XLA gather with [ch, cw * C] slices), flipped by a
+  reverse that XLA fuses into the output pass.
   Contrast, brightness and standardization collapse into one affine map per image and channel,
   y = (x - c) * a + b (c: the channel mean, so that nothing large cancels in float32):
     * contrast keeps the image mean: the channels have equal pixel counts, so the mean of the
@@ -258,25 +261,38 @@ def crop_stats(aug: Augment, images, chunk: int = 2048):
 @functools.lru_cache(maxsize=None)
 def _fast_fns(aug: Augment, height: int, width: int, channels: int, jit: bool):
     """Compiled batch functions for one config and image size (cached: XLA compiles once per shape):
-    apply(images, index, draws), batch(images, labels, index, key) and
-    batch_stats(images, labels, stats, index, key) (with `crop_stats`).
+    apply(images, index, draws), batch(images, labels, index, key), batch_stats(images, labels,
+    stats, index, key) (with `crop_stats`) and keyed(images, key) (the batch itself, draws from key).
 
-    batch_stats is one compiled call: draws, the gather of crop + flip + batch, the lookup of the
-    crop statistics, the output pass and the labels; XLA fuses gather, cast and affine map into a
-    single loop, so it costs what a bare crop + cast costs. Without precomputed statistics (JPEG
-    batches), the statistics must be taken from the crop, and the work is split in two compiled
-    stages, (1) draws + gather -> uint8 crop, (2) statistics + output: compiled as one, XLA fuses
-    the gather into each of its three consumers (two sums and the output) and recomputes it three
-    times (measured ~40% slower on the CPU); materialising 1 byte per value in between is cheaper.
+    Each is one compiled call: draws, the block gather of crop + flip (+ batch), the crop
+    statistics (looked up in `stats`, else summed from the uint8 crop), the output pass. XLA fuses
+    the cast and the affine map into the gather's consumer. With the old per-pixel gather the
+    statistics pass made XLA recompute the gather in each of its three consumers, so that case ran
+    as two stages; the block gather copies B contiguous blocks, and one stage is as fast or faster
+    (benchmarks: bench-aug). Without XLA (jit=False) the functions are plain tf.functions.
     """
     tf = _tf()
     ch, cw = aug.crop_size(height, width)
     y0, x0, _, _ = crop_offsets(aug, height, width)
     stats = aug.contrast is not None or aug.standardize
+    xla, xla_data_pb2 = _xla() if jit else (None, None)
     floor = 1.0 / math.sqrt(ch * cw * channels)
 
     def crop(images, index, d: Draws):
-        """uint8 [B, ch, cw, C]: images[index], cropped at the offsets and flipped, in one gather."""
+        """uint8 [B, ch, cw, C]: images[index], cropped at the offsets and flipped.
+
+        Compiled: one XLA gather of a [ch, cw * C] block per image (its rows are contiguous runs of
+        the source rows, so the gather copies B blocks rather than B * ch * cw single pixels), then
+        the flip as a reverse that XLA fuses into the consumers. Plain TF (jit=False): one
+        per-pixel tf.gather with the flip folded into the column indices."""
+        if xla is not None:
+            dims = xla_data_pb2.GatherDimensionNumbers(offset_dims=[1, 2], collapsed_slice_dims=[0],
+                                                       start_index_map=[0, 1, 2], index_vector_dim=1)
+            rows = tf.reshape(images, [-1, height, width * channels])
+            starts = tf.stack([tf.cast(index, tf.int32), d.offset_y, d.offset_x * channels], axis=1)
+            x = xla.gather(rows, starts, dims, slice_sizes=[1, ch, cw * channels], indices_are_sorted=False)
+            x = tf.reshape(x, [-1, ch, cw, channels])
+            return tf.where(d.flip[:, None, None, None], tf.reverse(x, [2]), x)
         itype = tf.int64 if images.shape[0] is not None and images.shape[0] * height * width >= 2**31 else tf.int32
         flat = tf.reshape(images, [-1, channels])
         rows = tf.range(ch)[None, :] + d.offset_y[:, None]                      # [B, ch]
@@ -336,25 +352,54 @@ def _fast_fns(aug: Augment, height: int, width: int, channels: int, jit: bool):
         st = tf.cast(st, tf.float64)
         return output(x8, d, st[..., 0], st[..., 1]), y
 
+    def single(images, labels, index, key):
+        x8, d, y = crop_batch(images, labels, index, key)
+        return finish(x8, d), y
+
+    def keyed(images, key):
+        d = draw(aug, tf.shape(images)[0], (height, width), key)
+        return finish(crop(images, tf.range(tf.shape(images)[0]), d), d)
+
+    def group(images, labels, table, index, keys):
+        """K batches (index [K, B], keys [K, 2], K static) as one batch of K * B images: each batch's
+        draws from its own key, then one crop and one output pass; ([K, B, ch, cw, C], [K, B]).
+        Every value depends on its own image and draws only, so each batch equals its own call."""
+        k, b = index.shape[0], tf.shape(index)[1]
+        parts = [draw(aug, b, (height, width), keys[i]) for i in range(k)]
+        d = Draws(*[tf.concat(list(field), axis=0) for field in zip(*parts)])
+        flat = tf.reshape(index, [-1])
+        x8 = crop(images, flat, d)
+        if table is None or not stats:
+            out = finish(x8, d)
+        else:
+            st = tf.cast(tf.gather_nd(table, tf.stack([flat, d.offset_y - y0, d.offset_x - x0], axis=1)), tf.float64)
+            out = output(x8, d, st[..., 0], st[..., 1])
+        return (tf.reshape(out, tf.concat([[k, b], tf.shape(out)[1:]], axis=0)),
+                tf.reshape(tf.gather(labels, flat), [k, b]))
+
     compile_ = functools.partial(tf.function, jit_compile=jit, reduce_retracing=True)
-    crop_c, crop_batch_c, finish_c = compile_(crop), compile_(crop_batch), compile_(finish)
+    return _FastFns(compile_(lambda images, index, d: finish(crop(images, index, d), d)), compile_(single),
+                    compile_(batch_stats), compile_(keyed),
+                    tf.function(group, jit_compile=jit))  # no shape relaxing: K must stay static
 
-    if not stats:  # a single consumer of the gather: nothing is recomputed, one stage is best
-        def single(images, labels, index, key):
-            x8, d, y = crop_batch(images, labels, index, key)
-            return finish(x8, d), y
 
-        return (compile_(lambda images, index, d: finish(crop(images, index, d), d)), compile_(single),
-                compile_(batch_stats))
+class _FastFns(NamedTuple):
+    apply: object
+    batch: object
+    batch_stats: object
+    keyed: object
+    group: object
 
-    def apply(images, index, d):
-        return finish_c(crop_c(images, index, d), d)
 
-    def batch(images, labels, index, key):
-        x8, d, y = crop_batch_c(images, labels, index, key)
-        return finish_c(x8, d), y
-
-    return apply, batch, compile_(batch_stats)
+def _xla():
+    """(xla ops, xla_data_pb2) for the block gather, or (None, None) where this TensorFlow lacks
+    them (then the crop is the per-pixel tf.gather: same pixels, slower)."""
+    try:
+        from tensorflow.compiler.tf2xla.python import xla
+        from tensorflow.compiler.xla import xla_data_pb2
+    except ImportError:
+        return None, None
+    return xla, xla_data_pb2
 
 
 JIT = True  # XLA-compile the fast path (set False to debug with plain TF ops)
@@ -375,7 +420,7 @@ def apply_fast(aug: Augment, images, d: Draws, index=None):
     [B] rows of `images` to take (the in-memory source), or None when `images` is the batch itself."""
     tf = _tf()
     images, index, (h, w, c) = _batch_args(images, index)
-    fn = _fast_fns(aug, h, w, c, JIT)[0]
+    fn = _fast_fns(aug, h, w, c, JIT).apply
     d = Draws(tf.cast(d.offset_y, tf.int32), tf.cast(d.offset_x, tf.int32), tf.cast(d.flip, tf.bool),
               tf.cast(d.delta, tf.float32), tf.cast(d.factor, tf.float32))
     return fn(images, index, d)
@@ -388,8 +433,35 @@ def fast_batch(aug: Augment, images, labels, key, index=None, stats=None, jit: b
     statistics are taken from each batch); jit: XLA-compile (None: the module default `JIT`)."""
     tf = _tf()
     images, index, (h, w, c) = _batch_args(images, index)
-    _, batch, batch_stats = _fast_fns(aug, h, w, c, JIT if jit is None else jit)
+    fns = _fast_fns(aug, h, w, c, JIT if jit is None else jit)
     key = tf.cast(key, tf.int64)
     if stats is None:
-        return batch(images, tf.convert_to_tensor(labels), index, key)
-    return batch_stats(images, tf.convert_to_tensor(labels), tf.convert_to_tensor(stats), index, key)
+        return fns.batch(images, tf.convert_to_tensor(labels), index, key)
+    return fns.batch_stats(images, tf.convert_to_tensor(labels), tf.convert_to_tensor(stats), index, key)
+
+
+def fast_group(aug: Augment, images, labels, keys, index, stats=None, jit: bool | None = None):
+    """K `fast_batch` calls in one compiled call: index int [K, B] (K static), keys [K, 2]; returns
+    (augmented [K, B, ch, cw, C], labels [K, B]), whose k-th batch equals `fast_batch(aug, images,
+    labels, keys[k], index[k], stats)`. Why: on a small CPU the launch of a compiled call and the tf.data
+    step around it cost as much as augmenting 128 CIFAR images; one call per K batches pays it once."""
+    tf = _tf()
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4 or None in images.shape[1:]:
+        raise DatakitError(f"augment: batches must be [N, height, width, channels] with static sizes, got {images.shape}")
+    index = tf.cast(index, tf.int32)
+    if index.shape.rank != 2 or index.shape[0] is None:
+        raise DatakitError(f"augment: fast_group takes index [K, B] with a static K, got {index.shape}")
+    h, w, c = (int(v) for v in images.shape[1:])
+    fns = _fast_fns(aug, h, w, c, JIT if jit is None else jit)
+    table = None if stats is None else tf.convert_to_tensor(stats)
+    return fns.group(images, tf.convert_to_tensor(labels), table, index, tf.cast(keys, tf.int64))
+
+
+def fast_keyed(aug: Augment, images, key, jit: bool | None = None):
+    """`images` (uint8 [B, H, W, C], the batch itself) augmented with the draws
+    `draw(aug, B, (H, W), key)`, made inside the compiled call: the same output as
+    `fast_batch(aug, images, labels, key)` without labels (what `datakit.layers.AugmentLayer` runs)."""
+    tf = _tf()
+    images, _, (h, w, c) = _batch_args(images, None)
+    return _fast_fns(aug, h, w, c, JIT if jit is None else jit).keyed(images, tf.cast(key, tf.int64))

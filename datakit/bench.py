@@ -4,8 +4,21 @@ Each implementation gets its own endless pipeline (`datakit.pipelines.from_array
 same seed, same thread setting) over the same images; after a warm-up (XLA compilation, shuffle
 buffer fill), timed windows of each implementation alternate round by round, so that the noise of
 a shared machine hits all of them alike. A window is at least `steps` batches and at least
-`min_seconds`; the figure reported is the median window. The consumer is a plain Python loop
-taking batches, i.e. what a training loop sees.
+`min_seconds`; the figure reported is the median window. Each window reads a fresh iterator
+(after `warmup` untimed batches) that is dropped after it: with one iterator kept per
+implementation, the idle ones kept filling the prefetch buffers that autotuning had grown, taking
+CPU from the one being timed and then draining a backlog in their own window (the stock Keras
+stack's figure doubled from round to round while the layer's beside it fell by as much).
+
+The consumer (`consumer=`) is what a training loop sees:
+- "graph" (default on the CPU): batches taken inside a compiled loop, `steps` per call, as
+  `model.fit` takes them (its train function loops over the iterator in a tf.function, with
+  `steps_per_execution`) and as custom `tf.function` training loops do; each batch is touched
+  (one element read) so nothing is pruned. The figure is the pipeline's own rate.
+- "python": `next()` on the iterator in a Python loop, one batch at a time. On a small machine
+  this loop alone caps the rate (a pipeline of ready batches: a few hundred thousand images/s at
+  batch 128), so it measures the loop as much as the pipeline. GPU pipelines and the tf.data
+  service always use it (their batches reach the trainer through the Python iterator).
 
 "crop+cast" is the physical bound: the fast path with every op but the crop turned off, a
 gather and a cast to float32 of the same batches: one memory pass and nothing else.
@@ -17,12 +30,14 @@ array, as `model.fit(x, y)` slices arrays; one seeded permutation per epoch):
   `tf.image.per_image_standardization` in a `Lambda`), applied per batch in tf.data as the Keras
   docs show: `ds.map(lambda x, y: (stack(x, training=True), y))`. Same ranges as the Augment config;
   stock differences: `RandomCrop` takes one offset per batch, brightness and contrast clip to 0..255.
-- "datakit-layer": `datakit.layers.AugmentLayer` in a model's forward pass, a tf.function of
-  `model(x, training=True)` on each raw batch, in the consuming loop (where the model runs).
+- "datakit-layer": `datakit.layers.AugmentLayer` in a model's forward pass: `model(x, training=True)`
+  on each raw batch, in the consumer (where the model runs: inside the compiled loop, or a
+  tf.function per batch with the Python consumer).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import statistics
 import time
@@ -84,13 +99,23 @@ def _pipeline(impl: str, images, labels, options):
 
 
 class _Peer:
-    """A peer's endless batches, with what the results table shows of a pipeline (device, augment)."""
+    """A peer's endless batches (`dataset`, then `forward` on each batch's images where the model
+    runs, or None), with what the results table shows of a pipeline (device, augment)."""
 
-    def __init__(self, batches, device: str, described: str):
-        self.batches, self.device, self.described = batches, device, described
+    def __init__(self, dataset, forward, device: str, described: str):
+        self.dataset, self.forward, self.device, self.described = dataset, forward, device, described
 
     def __iter__(self):
-        return iter(self.batches())
+        if self.forward is None:
+            return iter(self.dataset)
+        step = _tf().function(self.forward)
+        return ((step(x), y) for x, y in self.dataset)
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
 
 
 def _raw_batches(images, labels, options):
@@ -148,20 +173,14 @@ def _peer(impl: str, images, labels, options) -> _Peer:
         ds = raw.map(lambda x, y: (stack(x, training=True), y), num_parallel_calls=options.threads or tf.data.AUTOTUNE)
         ds = ds.prefetch(tf.data.AUTOTUNE)
         names = ", ".join(type(layer).__name__ for layer in stack.layers)
-        return _Peer(lambda: iter(ds), "cpu", f"stock Keras layers in tf.data.map: {names}")
+        return _Peer(ds, None, "cpu", f"stock Keras layers in tf.data.map: {names}")
     import keras
 
     from datakit.layers import AugmentLayer
 
     model = keras.Sequential([keras.Input((*hw, images.shape[3]), dtype="uint8"), AugmentLayer(aug, seed=options.seed)])
-    forward = tf.function(lambda x: model(x, training=True))
-    ds = raw.prefetch(tf.data.AUTOTUNE)
-
-    def batches():
-        for x, y in ds:
-            yield forward(x), y
-
-    return _Peer(batches, options.device, f"datakit AugmentLayer in model(x, training=True): {aug.describe()}")
+    return _Peer(raw.prefetch(tf.data.AUTOTUNE), lambda x: model(x, training=True), options.device,
+                 f"datakit AugmentLayer in model(x, training=True): {aug.describe()}")
 
 
 def _service_data(data, images: int, seed: int) -> tuple[str, str, str | None]:
@@ -206,22 +225,68 @@ def _sync(batch) -> None:
     batch[0][0, 0, 0, 0].numpy()
 
 
-def _window(it, steps: int, min_seconds: float) -> tuple[int, float]:
+CONSUMERS = ("graph", "python")
+
+
+class _PythonTaker:
+    """take(n): n batches by next() in a Python loop."""
+
+    def __init__(self, pipe):
+        self.it = iter(pipe)
+
+    def __call__(self, n: int) -> None:
+        for _ in range(n):
+            batch = next(self.it)
+        _sync(batch)
+
+
+class _GraphTaker:
+    """take(n): n batches inside one compiled loop (see the module doc), each touched once."""
+
+    def __init__(self, dataset, forward=None):
+        tf = _tf()
+        it = iter(dataset)
+
+        @tf.function
+        def take(n):
+            acc = tf.constant(0.0)
+            for _ in tf.range(n):
+                x, _ = next(it)
+                if forward is not None:
+                    x = forward(x)
+                acc += tf.cast(x[0, 0, 0, 0], tf.float32)
+            return acc
+
+        self.take = take
+
+    def __call__(self, n: int) -> None:
+        self.take(_tf().constant(n, _tf().int64)).numpy()
+
+
+def _taker(pipe, consumer: str):
+    if consumer == "python":
+        return _PythonTaker(pipe)
+    return _GraphTaker(pipe.dataset, getattr(pipe, "forward", None))
+
+
+def _window(take, steps: int, min_seconds: float) -> tuple[int, float]:
     n, t0 = 0, time.perf_counter()
     while True:
-        batch = next(it)
-        n += 1
-        if n >= steps and time.perf_counter() - t0 >= min_seconds:
+        take(steps)
+        n += steps
+        if time.perf_counter() - t0 >= min_seconds:
             break
-    _sync(batch)
     return n, time.perf_counter() - t0
 
 
 def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, impls=("reference", "fast", BOUND),
               device: str = "auto", rounds: int = 3, warmup: int = 10, min_seconds: float = 1.0,
               images: int = 10000, seed: int = 0, service: str | None = None,
-              processing_mode: str = "parallel_epochs", progress=null_progress) -> dict:
+              processing_mode: str = "parallel_epochs", consumer: str = "graph", progress=null_progress) -> dict:
     """Measure each implementation in `impls`; returns the figures (the CLI renders them).
+
+    consumer: "graph" or "python" (module doc); "graph" falls back to "python" for GPU pipelines
+    and the tf.data service, with a note.
 
     service="grpc://HOST:PORT": the pipelines read CIFAR-10 files and augment on the tf.data service's
     workers (`datakit serve`); the figure is what the trainer receives."""
@@ -239,7 +304,12 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
     for name, value in (("threads", threads), ("batch", batch), ("steps", steps), ("rounds", rounds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DatakitError(f"{name}={value!r}: expected a positive integer", param=name)
+    if consumer not in CONSUMERS:
+        raise DatakitError(f"consumer={consumer!r}: must be one of {', '.join(CONSUMERS)}", param="consumer")
     resolved = pipelines.resolve_device(device)
+    asked = consumer
+    if consumer == "graph" and (resolved != "cpu" or service is not None):
+        consumer = "python"
     service_note = None
     if service is None:
         x, y, described = load_data(data, images, seed)
@@ -252,18 +322,23 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
                                                                  service, processing_mode))
 
     bar = progress(desc="bench-aug", total=len(impls) * (rounds + 1), unit="window")
-    iters, pipes = {}, {}
-    for impl in impls:  # build and warm up every pipeline first (compilation, shuffle buffers)
+    pipes = {}
+    for impl in impls:  # build every pipeline and run it once (tracing, XLA compilation, crop statistics)
         pipes[impl] = make(impl)
-        iters[impl] = iter(pipes[impl])
-        for _ in range(warmup):
-            last = next(iters[impl])
-        _sync(last)
+        _taker(pipes[impl], consumer)(warmup + steps)
+        gc.collect()
         bar.update(1)
     windows = {impl: [] for impl in impls}
     for _ in range(rounds):
         for impl in impls:
-            n, seconds = _window(iters[impl], steps, min_seconds)
+            # a fresh iterator per window, dropped after it: an idle pipeline's prefetch buffers (which
+            # autotuning grows) would otherwise keep filling while the others are timed, taking their
+            # CPU, and its next window would start by draining them
+            take = _taker(pipes[impl], consumer)
+            take(warmup)  # untimed: thread pools and buffers ramp up
+            n, seconds = _window(take, steps, min_seconds)
+            del take
+            gc.collect()
             windows[impl].append((n, seconds))
             bar.update(1)
     bar.close()
@@ -288,12 +363,16 @@ def bench_aug(threads: int = 16, batch: int = 128, steps: int = 50, data=None, i
                      f"(16 is the tutorial's figure)")
     if resolved == "cpu" and device == "auto":
         notes.append("no GPU visible to TensorFlow: everything ran on the CPU")
+    if consumer != asked:
+        notes.append(f"consumer: python ({'GPU pipelines' if resolved != 'cpu' else 'the tf.data service'} hand "
+                     "their batches to the trainer through the Python iterator)")
     if service is not None:
         notes.append(f"through the tf.data service {service} ({processing_mode}): reading and augmentation on its "
                      "workers, --threads applies there; workers on this machine share its cores")
         if service_note:
             notes.append(service_note)
     out = {"threads": threads, "batch": batch, "device": resolved, "cores": n_cores, "data": described,
+           "consumer": consumer,
            "steps": steps, "rounds": rounds, "min_seconds": min_seconds, "results": results, "notes": notes,
            "service": service, "processing_mode": processing_mode if service else None}
     if "fast" in by and "reference" in by:

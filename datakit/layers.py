@@ -11,12 +11,13 @@
     model.predict(images)                  # inference: centre crop + standardization (Augment.for_eval())
 
 The layer is configured by a `datakit.augment.Augment` and computes what the pipelines' fast path
-computes (`augment.apply_fast`: one gather for crop + flip, then the per-image affine map of
-contrast + brightness + standardization from the crop's exact moments): for the same draws the
-outputs agree (tests/test_layers.py). Draws come from the layer's `keras.random.SeedGenerator`
-(its state is a variable of the layer, saved with the model); `layer(x, training=True, key=k)`
-draws with `augment.draw(aug, B, (H, W), k)` instead, the draws of `augment.fast_batch(..., key=k)`,
-and `draws=` takes them ready-made. Nothing is pinned to a device: the ops run where the model runs.
+computes (one block gather for crop + flip, then the per-image affine map of contrast + brightness +
+standardization from the crop's exact moments), in one compiled call per batch with the draws made
+inside it (`augment.fast_keyed`): for the same draws the outputs agree (tests/test_layers.py). Draws
+come from the layer's `keras.random.SeedGenerator` (its state is a variable of the layer, saved with
+the model); `layer(x, training=True, key=k)` draws with `augment.draw(aug, B, (H, W), k)` instead,
+the draws of `augment.fast_batch(..., key=k)`, and `draws=` takes them ready-made
+(`augment.apply_fast`). Nothing is pinned to a device: the ops run where the model runs.
 
 Inputs: [B, H, W, C] pixels in 0..255, uint8 (exact) or float (rounded to the nearest integer and
 clipped to 0..255 first, because the fused path sums integer pixels exactly).
@@ -103,12 +104,11 @@ class AugmentLayer(keras.layers.Layer):
         if x.dtype != tf.uint8:
             x = tf.cast(tf.clip_by_value(tf.round(tf.cast(x, tf.float32)), 0.0, 255.0), tf.uint8)
         if not training:
-            aug = self.eval_augment
-            d = _augment.draw(aug, tf.shape(x)[0], (h, w), tf.constant(_EVAL_KEY, tf.int64))
-        else:
-            aug = self.augment
-            d = draws if draws is not None else self.draw(x, key)
-        return _augment.apply_fast(aug, x, d)
+            return _augment.fast_keyed(self.eval_augment, x, tf.constant(_EVAL_KEY, tf.int64))
+        if draws is not None:
+            return _augment.apply_fast(self.augment, x, draws)
+        # the draws are made inside the compiled call (one XLA launch per batch, not draws + launch)
+        return _augment.fast_keyed(self.augment, x, self.seed_generator.next() if key is None else key)
 
     def get_config(self):
         return {**super().get_config(), "augment": _augment_config(self.augment), "seed": self.seed}

@@ -19,7 +19,9 @@ Two implementations of one `datakit.augment.Augment` config (`impl=`):
 - "fast": shuffled *index* batches gathered from the in-memory array (or decoded batches of a
   streamed source), augmented per batch by XLA-compiled code (see `datakit.augment`). For in-memory
   sources the moments of every possible crop are computed once when the pipeline is built
-  (`crop_stats`), so each batch is a single fused pass.
+  (`crop_stats`), so each batch is a single fused pass, and 8 batches go through one compiled
+  call (`augment.fast_group`: the launch of a call and the tf.data step around it cost as much
+  as the pass itself on a small CPU); each batch is still what its own call would give.
 
 Devices (`device=`): "auto" picks "gpu" when TensorFlow sees a GPU, else "cpu"; the choice is
 `pipeline.device` and is logged on the `datakit.pipelines` logger. On "gpu", iterating the pipeline
@@ -54,7 +56,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
-from datakit.augment import Augment, Draws, crop_stats, fast_batch, reference_random
+from datakit.augment import Augment, Draws, crop_stats, fast_batch, fast_group, reference_random
 from datakit.datasets.cifar.spec import TRAIN_CROP as CIFAR_CROP  # the tutorial's crop: from_arrays' default
 from datakit.errors import DatakitError
 
@@ -665,11 +667,22 @@ def _from_memory(images, labels, o: _Plan, source: str, identity: dict | None = 
             ds = ds.concatenate(tf.data.Dataset.from_tensors((idx[full * bs:], tf.constant(full, tf.int64))))
         return ds.skip(b0).map(lambda i, b: (i, _key_at(base, e, b)))
 
-    index = start.epochs().flat_map(epoch)
-    ds = index.map(lambda idx, key: _fast(o, images_t, labels_t, key, index=idx, stats=stats_t),
-                   num_parallel_calls=_parallel(o))
+    def grouped(e, b0):  # the epoch's index batches in groups of _GROUP (see augment.fast_group)
+        keyed = epoch(e, b0)
+        count = tf.maximum(tf.constant(full, tf.int64) - b0, 0)  # full batches left in the epoch
+        groups = keyed.take(count).batch(_GROUP).map(_padded_group)
+        if rest and not o.drop_remainder:  # the short last batch: a group of its own (its own shape)
+            groups = groups.concatenate(keyed.skip(count).batch(1).map(_padded_group))
+        return groups
+
+    def call(idx, keys, k):
+        return (*fast_group(o.aug, images_t, labels_t, keys, idx, stats=stats_t, jit=o.jit), k)
+
+    # one parallel map across epochs (a map per epoch would drain at each epoch's end)
+    ds = start.epochs().flat_map(grouped).map(call, num_parallel_calls=_parallel(o)).flat_map(_one_by_one)
     if o.device != "gpu":
         return _finish(ds, o, n, steps, source, identity, start, at)
+    index = start.epochs().flat_map(epoch)
     # GPU: only index batches and keys travel to the device; the arrays are copied there once
     resident = {}
 
@@ -680,6 +693,25 @@ def _from_memory(images, labels, o: _Plan, source: str, identity: dict | None = 
         return _fast(o, resident["images"], resident["labels"], key, index=idx, stats=resident["stats"])
 
     return _finish(ds, o, n, steps, source, identity, start, at, index, on_device)
+
+
+_GROUP = 8  # full batches per compiled call of the in-memory fast path (see augment.fast_group)
+
+
+def _padded_group(idx, keys):
+    """A group of up to _GROUP index batches (the epoch's last may be short) padded to _GROUP by
+    repeating its last batch, so that one compiled shape serves every group; k: the real ones."""
+    tf = _tf()
+    k = tf.shape(idx)[0]
+    pad = _GROUP - k
+    idx = tf.concat([idx, tf.repeat(idx[-1:], pad, axis=0)], axis=0)
+    keys = tf.concat([keys, tf.repeat(keys[-1:], pad, axis=0)], axis=0)
+    return tf.ensure_shape(idx, [_GROUP, None]), tf.ensure_shape(keys, [_GROUP, 2]), tf.cast(k, tf.int64)
+
+
+def _one_by_one(x, y, k):
+    """The first k batches of one fast_group call, in order."""
+    return _tf().data.Dataset.from_tensor_slices((x, y)).take(k)
 
 
 def _streamed(src, o: _Plan) -> Pipeline:

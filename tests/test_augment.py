@@ -263,3 +263,47 @@ def test_output_statistics_match():
                        out[:, ::7, ::7, :].ravel())          # pixel values
     for a, b in zip(stats["reference"], stats["fast"]):
         assert _ks(a, b) < 1.95 * np.sqrt(2 / len(a)) + 0.01
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (40, 28, 3), (30, 36, 1)])
+def test_block_gather_crop_equals_the_per_pixel_gather(shape):
+    """The compiled crop (one [ch, cw*C] block per image, flip as a reverse) takes the pixels the
+    plain-TF per-pixel gather takes: non-square images, one channel, repeated and edge indices."""
+    from datakit.augment import _fast_fns
+
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (12, *shape), dtype=np.uint8)
+    aug = Augment(crop=0.75, brightness=None, contrast=None, standardize=False)
+    index = np.array([0, 11, 11, 3, 0, 7, 5, 11], np.int32)
+    for seed in range(4):
+        key = seed_pair(seed)
+        a = fast_batch(aug, images, np.arange(12), key, index=index, jit=True)[0].numpy()
+        b = fast_batch(aug, images, np.arange(12), key, index=index, jit=False)[0].numpy()
+        np.testing.assert_array_equal(a, b)
+    d = draw(aug, len(index), shape[:2], seed_pair(1))
+    want = np.stack([images[i, y:y + a.shape[1], x:x + a.shape[2]][:, ::-1 if f else 1]
+                     for i, y, x, f in zip(index, d.offset_y.numpy(), d.offset_x.numpy(), d.flip.numpy())])
+    got = _fast_fns(aug, *shape, True).apply(tf.constant(images), tf.constant(index), d).numpy()
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
+def test_fast_group_and_fast_keyed_equal_fast_batch():
+    from datakit.augment import fast_group, fast_keyed
+
+    aug = Augment()
+    images = photo_like(30)
+    labels = np.arange(30)
+    index = np.random.default_rng(2).integers(0, 30, (3, 8)).astype(np.int32)
+    keys = tf.stack([seed_pair(5, k) for k in range(3)])
+    for stats in (crop_stats(aug, images), None):
+        ys, labs = fast_group(aug, images, labels, keys, index, stats=stats)
+        assert ys.shape == (3, 8, 24, 24, 3) and labs.shape == (3, 8)
+        for k, (y, lab) in enumerate(zip(ys, labs)):
+            want, want_lab = fast_batch(aug, images, labels, keys[k], index=index[k], stats=stats)
+            np.testing.assert_array_equal(y.numpy(), want.numpy())
+            np.testing.assert_array_equal(lab.numpy(), want_lab.numpy())
+    batch = images[index[0]]
+    want, _ = fast_batch(aug, batch, labels[:8], keys[0])
+    np.testing.assert_array_equal(fast_keyed(aug, batch, keys[0]).numpy(), want.numpy())
+    with pytest.raises(DatakitError, match=r"index \[K, B\]"):
+        fast_group(aug, images, labels, keys[0], index[0])

@@ -105,3 +105,35 @@ def test_keras_stack_is_the_tutorial_chain_in_stock_layers():
 def test_peers_do_not_run_on_a_service():
     with pytest.raises(DatakitError, match="not on a tf.data service"):
         bench.bench_aug(impls=("keras-layers",), service="grpc://localhost:5050", **TINY)
+
+
+@pytest.mark.parametrize("consumer", ["graph", "python"])
+def test_both_consumers_measure_and_say_which(consumer):
+    r = bench.bench_aug(threads=2, impls=("fast", "datakit-layer"), device="cpu", consumer=consumer, **TINY)
+    assert r["consumer"] == consumer
+    assert all(x["images_per_sec"] > 0 and x["batches"] >= 2 * 2 for x in r["results"])
+
+
+def test_every_window_reads_a_fresh_iterator(monkeypatch):
+    """An idle pipeline must not keep filling its buffers while another is timed: one taker (one
+    iterator) per window, plus one per implementation for the warm-up."""
+    made = []
+    real = bench._taker
+
+    def counting(pipe, consumer):
+        made.append(consumer)
+        return real(pipe, consumer)
+
+    monkeypatch.setattr(bench, "_taker", counting)
+    bench.bench_aug(threads=2, impls=("fast", "crop+cast"), device="cpu", **TINY)
+    assert len(made) == 2 * (1 + TINY["rounds"]) and set(made) == {"graph"}
+
+
+def test_bad_consumer_names_the_parameter(capsys):
+    with pytest.raises(DatakitError, match="consumer") as info:
+        bench.bench_aug(impls=("fast",), device="cpu", consumer="loop", **TINY)
+    assert info.value.param == "consumer"
+    code = main(["bench-aug", "--consumer", "python", "--threads", "2", "--batch", "16", "--steps", "2", "--rounds",
+                 "1", "--min-seconds", "0", "--images", "64", "--impl", "fast", "--device", "cpu", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["consumer"] == "python"

@@ -421,3 +421,31 @@ def test_cifar_partial_record_is_an_error_naming_the_file(tmp_path):
     bad.write_bytes(bad.read_bytes() + b"\0")
     with pytest.raises(DatakitError, match=r"test_batch\.bin: has 6147 bytes"):
         pipelines.cifar10(tmp_path, split="test", device="cpu")
+
+
+@pytest.mark.parametrize("drop_remainder", [True, False])
+def test_grouped_fast_path_gives_the_batches_of_one_call_per_batch(monkeypatch, drop_remainder):
+    """The in-memory fast path runs _GROUP batches per compiled call (the epoch's last group padded):
+    the batches, their order and a resume in the middle of a group are those of one call per batch."""
+    images = np.random.default_rng(5).integers(0, 255, (87, 32, 32, 3), dtype=np.uint8)  # 21 batches + 3
+    labels = np.arange(87)
+
+    def run(group, resume=None, n=30):
+        monkeypatch.setattr(pipelines, "_GROUP", group)
+        p = pipelines.from_arrays(images, labels, batch_size=4, seed=7, device="cpu", repeat=True,
+                                  drop_remainder=drop_remainder, resume=resume)
+        return [(x.numpy(), y.numpy()) for x, y in p.take(n)], p
+
+    one, _ = run(1, n=50)
+    grouped, _ = run(8, n=50)
+    assert len(one) == len(grouped) == 50
+    for (a, la), (b, lb) in zip(one, grouped):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    sizes = [len(y) for _, y in grouped]
+    assert sizes[:22] == [4] * 21 + ([4] if drop_remainder else [3])
+    _, p = run(8, n=11)  # stop inside the second group of epoch 0
+    resumed, _ = run(8, resume=p.state(), n=39)
+    for (a, la), (b, lb) in zip(one[11:], resumed):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
