@@ -27,6 +27,17 @@ FUZZ = settings(max_examples=int(os.environ.get("DATAKIT_FUZZ_EXAMPLES", 40)), d
 class _Serial:
     map = staticmethod(map)
 
+    @staticmethod
+    def submit(fn, *args):
+        from concurrent.futures import Future
+
+        done = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
+            done.set_exception(exc)
+        return done
+
 
 # -- the name parser -----------------------------------------------------------------------------
 

@@ -36,6 +36,17 @@ class _Serial:
 
     map = staticmethod(map)
 
+    @staticmethod
+    def submit(fn, *args):
+        from concurrent.futures import Future
+
+        done = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
+            done.set_exception(exc)
+        return done
+
 
 @contextlib.contextmanager
 def _no_hang(seconds: int = 20):
@@ -357,3 +368,32 @@ def test_cli_build_over_hostile_entries_exits_0_and_the_manifest_names_each(tmp_
         assert skipped[f"other/{f}"] == why
     doc = subprocess.run(DATAKIT + ["doctor", str(out)], capture_output=True, text=True, timeout=300)
     assert doc.returncode == 0 and "Traceback" not in doc.stderr, doc.stdout + doc.stderr
+
+
+def test_files_are_hashed_ahead_of_the_listing_and_the_scan_is_unchanged(tmp_path, monkeypatch):
+    """scan starts reading SRC's regular picture files (top level and one folder down) before the
+    label source lists them; symbolic links and other names wait for the source's checks, and the
+    scan's result is the one without the head start."""
+    from datakit.builder import scan as scan_mod
+
+    src = tmp_path / "src"
+    (src / "cls").mkdir(parents=True)
+    for i, name in enumerate(("30_0_0_1.jpg", "31_1_2_2.jpg", "cls/32_0_1_3.png")):
+        (src / name).write_bytes(_picture(i))
+    (src / "notes.txt").write_text("not a picture")
+    (src / "33_1_1_4.jpg").symlink_to(src / "30_0_0_1.jpg")
+    (src / "34_0_0_5.jpg").write_bytes(b"")
+    submitted = []
+
+    class Recording(_Serial):
+        @staticmethod
+        def submit(fn, *args):
+            submitted.append(list(args[1]))
+            return _Serial.submit(fn, *args)
+
+    with_head_start = scan(src, UTKNames(), ("race", "gender"), executor=Recording())
+    assert sorted(submitted[0]) == ["30_0_0_1.jpg", "31_1_2_2.jpg", "34_0_0_5.jpg", "cls/32_0_1_3.png"]
+    assert ["33_1_1_4.jpg"] in submitted  # the link: read once the source has accepted it
+    monkeypatch.setattr(scan_mod, "_hash_ahead", lambda src, executor: scan_mod._Ahead())
+    without = scan(src, UTKNames(), ("race", "gender"), executor=_Serial())
+    assert with_head_start == without
