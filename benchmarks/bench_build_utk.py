@@ -12,8 +12,8 @@ older figures), `utk-like` (23,708 files shaped like the real dump: datakit.test
 once in --work) or a folder PATH (the real dump). Every tool builds the same races (default
 0-3: 8 classes, 5,600 pictures at --per-class 700; the classic script is told the races too).
 
-All run as separate processes with a warm page cache, in rounds (the classic script, then each
-tool), `--repeats` rounds, each run writing to a new destination (`settle` says what happens
+All run as separate processes with a warm page cache, in rounds (every tool once, the order
+rotated from round to round), `--repeats` rounds, each run writing to a new destination (`settle` says what happens
 between runs, and why). The script prints best and median wall time and the peak resident memory
 of the largest process (worker processes included) for each tool, and their ratios to the classic
 script; `--scale` repeats the synthetic comparison at smaller per-class counts.
@@ -264,7 +264,7 @@ def available(tool: str) -> bool:
 
 def compare(work: Path, src: Path, tools: list[str], per_class: int, races: tuple[int, ...], repeats: int,
             size: int, quiet_s: float) -> dict:
-    """Every tool once per round, the classic script first, `repeats` rounds (alternating pairs)."""
+    """Every tool once per round, `repeats` rounds (alternating pairs), the order rotated each round."""
     warm(src)
     classdirs = class_folders(work, src, races) if "build-folders" in tools else None
     runs: dict[str, list] = {t: [] for t in tools}
@@ -272,7 +272,9 @@ def compare(work: Path, src: Path, tools: list[str], per_class: int, races: tupl
     outs = Path(tempfile.mkdtemp(dir=work, prefix="outputs-"))  # removed by main, after every comparison
     probe_us = quiet(outs, quiet_s)
     for i in range(repeats):
-        for tool in tools:
+        # the order turns each round: whichever tool runs right after the classic script pays for
+        # the deletion of its 672 MB pickle (settle) in block frees; rotating spreads it over all
+        for tool in tools[i % len(tools):] + tools[:i % len(tools)]:
             dest = outs / (f"data-{i}.pkl" if tool == "classic" else f"{tool}-{i}")
             settle(work)
             runs[tool].append(run_measured(tool_command(tool, src, classdirs, dest, per_class, races, size)))
