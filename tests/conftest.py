@@ -52,3 +52,21 @@ def run_cli(capsys, *argv):
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, json.loads(captured.out) if "--json" in argv else captured.out, captured.err
+
+
+class SerialExecutor:
+    """An executor that runs each task at once in the calling thread (map and submit), so that an
+    alarm interrupts a read that blocks and the order of reads is the order of calls."""
+
+    map = staticmethod(map)
+
+    @staticmethod
+    def submit(fn, *args):
+        from concurrent.futures import Future
+
+        done = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
+            done.set_exception(exc)
+        return done

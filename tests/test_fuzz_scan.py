@@ -13,6 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import SerialExecutor
 from datakit.builder.scan import scan, shown
 from datakit.datasets.folder.sources import ClassFolders, CsvLabels, NamePattern
 from datakit.datasets.utk.names import MAX_AGE, NameError_, parse_name
@@ -24,19 +25,7 @@ FUZZ = settings(max_examples=int(os.environ.get("DATAKIT_FUZZ_EXAMPLES", 40)), d
                 suppress_health_check=[HealthCheck.too_slow])
 
 
-class _Serial:
-    map = staticmethod(map)
-
-    @staticmethod
-    def submit(fn, *args):
-        from concurrent.futures import Future
-
-        done = Future()
-        try:
-            done.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
-            done.set_exception(exc)
-        return done
+_Serial = SerialExecutor
 
 
 # -- the name parser -----------------------------------------------------------------------------

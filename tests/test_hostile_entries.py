@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import SerialExecutor
 from datakit import tfrecord
 from datakit.builder import emit
 from datakit.builder.scan import Listing, Record, _digests, read_regular, scan
@@ -31,21 +32,7 @@ DATAKIT = [sys.executable, "-m", "datakit_cli.main"]
 UTK_PATTERN = "{age:0..120}_{gender:0..1}_{race:0..4}_*"
 
 
-class _Serial:
-    """Reads in this thread, so that an alarm interrupts a read that blocks."""
-
-    map = staticmethod(map)
-
-    @staticmethod
-    def submit(fn, *args):
-        from concurrent.futures import Future
-
-        done = Future()
-        try:
-            done.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
-            done.set_exception(exc)
-        return done
+_Serial = SerialExecutor
 
 
 @contextlib.contextmanager
