@@ -138,14 +138,16 @@ def draw(aug: Augment, batch_size, image_hw: tuple[int, int], seed) -> Draws:
     tf = _tf()
     h, w = image_hw
     ch, cw = aug.crop_size(h, w)
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
     n = tf.reshape(tf.cast(batch_size, tf.int32), [1])
+    # Raw Philox bits only, mapped to ranges and floats here: XLA and the TF kernels give the same
+    # bits, so a key gives the same draws inside and outside compiled code (they differ for the
+    # library's float draws and for auto-selected algorithms). One call for all five rows: each
+    # random op is a large expansion for XLA, so fewer calls compile faster (fast_group has 8 keys).
+    bits = tf.random.stateless_uniform(tf.concat([[5], n], 0), tf.cast(seed, tf.int64), minval=None, maxval=None,
+                                       dtype=tf.uint32, alg="philox")
 
-    # Integer Philox draws only, mapped to floats here: XLA and the TF kernels give the same bits
-    # for these, so a key gives the same draws inside and outside compiled code (they differ for
-    # the library's float draws and for auto-selected algorithms).
-    def ints(i, hi):
-        return tf.random.stateless_uniform(n, seeds[i], 0, hi, dtype=tf.int32, alg="philox")
+    def ints(i, hi):  # uniform in [0, hi) as TensorFlow's integer draws make it (bits mod hi)
+        return tf.cast(bits[i] % hi, tf.int32)
 
     def uniform(i, lo, hi):
         return lo + (hi - lo) * (tf.cast(ints(i, 1 << 24), tf.float32) * (1.0 / (1 << 24)))
