@@ -141,13 +141,15 @@ def draw(aug: Augment, batch_size, image_hw: tuple[int, int], seed) -> Draws:
     n = tf.reshape(tf.cast(batch_size, tf.int32), [1])
     # Raw Philox bits only, mapped to ranges and floats here: XLA and the TF kernels give the same
     # bits, so a key gives the same draws inside and outside compiled code (they differ for the
-    # library's float draws and for auto-selected algorithms). One call for all five rows: each
-    # random op is a large expansion for XLA, so fewer calls compile faster (fast_group has 8 keys).
-    bits = tf.random.stateless_uniform(tf.concat([[5], n], 0), tf.cast(seed, tf.int64), minval=None, maxval=None,
+    # library's float draws and for auto-selected algorithms). One call for all five draws of every
+    # image: each random op is a large expansion for XLA, so fewer calls compile faster (fast_group
+    # has 8 keys). Image j's draws are row j of the stream, whatever the batch size, so a short
+    # batch's draws are the first rows of a full one's (the pipelines pad it to one compiled shape).
+    bits = tf.random.stateless_uniform(tf.concat([n, [5]], 0), tf.cast(seed, tf.int64), minval=None, maxval=None,
                                        dtype=tf.uint32, alg="philox")
 
     def ints(i, hi):  # uniform in [0, hi) as TensorFlow's integer draws make it (bits mod hi)
-        return tf.cast(bits[i] % hi, tf.int32)
+        return tf.cast(bits[:, i] % hi, tf.int32)
 
     def uniform(i, lo, hi):
         return lo + (hi - lo) * (tf.cast(ints(i, 1 << 24), tf.float32) * (1.0 / (1 << 24)))

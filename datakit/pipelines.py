@@ -48,6 +48,7 @@ refuses it, as it refuses an unseeded pipeline's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -670,13 +671,14 @@ def _from_memory(images, labels, o: _Plan, source: str, identity: dict | None = 
     def grouped(e, b0):  # the epoch's index batches in groups of _GROUP (see augment.fast_group)
         keyed = epoch(e, b0)
         count = tf.maximum(tf.constant(full, tf.int64) - b0, 0)  # full batches left in the epoch
-        groups = keyed.take(count).batch(_GROUP).map(_padded_group)
-        if rest and not o.drop_remainder:  # the short last batch: a group of its own (its own shape)
-            groups = groups.concatenate(keyed.skip(count).batch(1).map(_padded_group))
+        pad = functools.partial(_padded_group, batch_size=bs)
+        groups = keyed.take(count).batch(_GROUP).map(pad)
+        if rest and not o.drop_remainder:  # the short last batch: a group of its own, padded to the same shape
+            groups = groups.concatenate(keyed.skip(count).batch(1).map(pad))
         return groups
 
-    def call(idx, keys, k):
-        return (*fast_group(o.aug, images_t, labels_t, keys, idx, stats=stats_t, jit=o.jit), k)
+    def call(idx, keys, k, m):
+        return (*fast_group(o.aug, images_t, labels_t, keys, idx, stats=stats_t, jit=o.jit), k, m)
 
     # one parallel map across epochs (a map per epoch would drain at each epoch's end)
     ds = start.epochs().flat_map(grouped).map(call, num_parallel_calls=_parallel(o)).flat_map(_one_by_one)
@@ -698,20 +700,23 @@ def _from_memory(images, labels, o: _Plan, source: str, identity: dict | None = 
 _GROUP = 8  # full batches per compiled call of the in-memory fast path (see augment.fast_group)
 
 
-def _padded_group(idx, keys):
-    """A group of up to _GROUP index batches (the epoch's last may be short) padded to _GROUP by
-    repeating its last batch, so that one compiled shape serves every group; k: the real ones."""
+def _padded_group(idx, keys, batch_size: int):
+    """A group of up to _GROUP index batches padded to [_GROUP, batch_size], so that one compiled
+    shape serves every group: by repeating its last batch (the epoch's last group may be short), and
+    the short last batch of an epoch by repeating its last index (its draws are the first rows of a
+    full batch's, see augment.draw); k: the real batches, m: their real length."""
     tf = _tf()
-    k = tf.shape(idx)[0]
-    pad = _GROUP - k
-    idx = tf.concat([idx, tf.repeat(idx[-1:], pad, axis=0)], axis=0)
-    keys = tf.concat([keys, tf.repeat(keys[-1:], pad, axis=0)], axis=0)
-    return tf.ensure_shape(idx, [_GROUP, None]), tf.ensure_shape(keys, [_GROUP, 2]), tf.cast(k, tf.int64)
+    k, m = tf.shape(idx)[0], tf.shape(idx)[1]
+    idx = tf.concat([idx, tf.repeat(idx[:, -1:], batch_size - m, axis=1)], axis=1)
+    idx = tf.concat([idx, tf.repeat(idx[-1:], _GROUP - k, axis=0)], axis=0)
+    keys = tf.concat([keys, tf.repeat(keys[-1:], _GROUP - k, axis=0)], axis=0)
+    return (tf.ensure_shape(idx, [_GROUP, batch_size]), tf.ensure_shape(keys, [_GROUP, 2]), tf.cast(k, tf.int64),
+            tf.cast(m, tf.int64))
 
 
-def _one_by_one(x, y, k):
-    """The first k batches of one fast_group call, in order."""
-    return _tf().data.Dataset.from_tensor_slices((x, y)).take(k)
+def _one_by_one(x, y, k, m):
+    """The first k batches of one fast_group call, in order, each its first m images."""
+    return _tf().data.Dataset.from_tensor_slices((x[:, :m], y[:, :m])).take(k)
 
 
 def _streamed(src, o: _Plan) -> Pipeline:
