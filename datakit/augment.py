@@ -133,23 +133,20 @@ def draw(aug: Augment, batch_size, image_hw: tuple[int, int], seed) -> Draws:
 
     The distributions are those of the tf.image random ops: crop offsets uniform over every
     position, flip with probability 1/2, delta uniform in [-brightness, brightness), factor
-    uniform in [lower, upper).
+    uniform in [lower, upper). Image j's draws are element j of each stream whatever the batch
+    size, so a short batch's draws are the first of a full one's (the pipelines pad it to one shape).
     """
     tf = _tf()
     h, w = image_hw
     ch, cw = aug.crop_size(h, w)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
     n = tf.reshape(tf.cast(batch_size, tf.int32), [1])
-    # Raw Philox bits only, mapped to ranges and floats here: XLA and the TF kernels give the same
-    # bits, so a key gives the same draws inside and outside compiled code (they differ for the
-    # library's float draws and for auto-selected algorithms). One call for all five draws of every
-    # image: each random op is a large expansion for XLA, so fewer calls compile faster (fast_group
-    # has 8 keys). Image j's draws are row j of the stream, whatever the batch size, so a short
-    # batch's draws are the first rows of a full one's (the pipelines pad it to one compiled shape).
-    bits = tf.random.stateless_uniform(tf.concat([n, [5]], 0), tf.cast(seed, tf.int64), minval=None, maxval=None,
-                                       dtype=tf.uint32, alg="philox")
 
-    def ints(i, hi):  # uniform in [0, hi) as TensorFlow's integer draws make it (bits mod hi)
-        return tf.cast(bits[:, i] % hi, tf.int32)
+    # Integer Philox draws only, mapped to floats here: XLA and the TF kernels give the same bits
+    # for these, so a key gives the same draws inside and outside compiled code (they differ for
+    # the library's float draws and for auto-selected algorithms).
+    def ints(i, hi):
+        return tf.random.stateless_uniform(n, seeds[i], 0, hi, dtype=tf.int32, alg="philox")
 
     def uniform(i, lo, hi):
         return lo + (hi - lo) * (tf.cast(ints(i, 1 << 24), tf.float32) * (1.0 / (1 << 24)))
