@@ -70,19 +70,3 @@ class SerialExecutor:
         except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
             done.set_exception(exc)
         return done
-
-
-# The files that train models or run training subprocesses, longest first (from --durations). The
-# suite runs in two processes, each test file in one of them (README: -n 2 --dist loadfile), and a file
-# is handed to whichever process is free: started last, a long file would run alone at the end.
-LONG_FILES = ("test_train_resume.py", "test_train_flag.py", "test_train_utk.py", "test_demo.py",
-              "test_train_cifar.py", "test_service.py", "test_pipeline_resume.py", "test_train_build.py",
-              "test_train_compact.py")
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item):
-        name = item.path.name
-        return LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES)
-
-    items.sort(key=rank)  # stable: the order inside a file and among the other files is kept
