@@ -208,6 +208,117 @@ def test_near_duplicates_group_keeps_groups_in_one_split_and_doctor_agrees(near_
     assert result["errors"] == 0
 
 
+def _outputs_agree(out: Path, m: dict) -> dict[str, str]:
+    """Every format holds the same pictures in the same split, with the same pixels: {name: split}."""
+    import h5py
+
+    where = {}
+    for split in m["splits"]:
+        records = _records(out, m, split)
+        with h5py.File(out / m["outputs"]["hdf5"][split][0]) as f:
+            names = [n.decode() for n in f["filenames"][:]]
+            images = f["images"][:]
+        assert [r["image/filename"][0].decode() for r in records] == names
+        folders = {p.name: p for p in (out / "folders" / split).glob("*/*")}
+        assert sorted(folders) == sorted(names)
+        for name, pixels, r in zip(names, images, records):
+            assert r["image/encoded"][0] == folders[name].read_bytes()
+            decoded = cv2.cvtColor(cv2.imread(str(folders[name])), cv2.COLOR_BGR2RGB)
+            assert np.array_equal(decoded, pixels), name
+            assert folders[name].parent.name == r["image/class/text"][0].decode()
+            where[name] = split
+    return where
+
+
+def test_grouping_moves_only_the_groups_and_keeps_every_count(near_src, tmp_path):
+    """A group that the plan put in two splits is gathered by swapping places with ungrouped
+    pictures of its class: every class keeps its count in every split (less the conflicting copies,
+    whose places stay empty: per_class 20 takes every candidate, so there is no spare), few pictures
+    move, and all three formats agree after the moves."""
+    from datakit.datasets import utk
+
+    src, made = near_src
+    kw = dict(races=(0, 1), per_class=20, size=64, val_fraction=0.5, allow_short=True)
+    for seed in range(8):
+        keep = utk.build(src, tmp_path / f"keep{seed}", seed=seed, workers=1, near_duplicates="keep", **kw)
+        before = {r["image/filename"][0].decode(): (split, r["image/class/text"][0].decode())
+                  for split in keep["splits"] for r in _records(tmp_path / f"keep{seed}", keep, split)}
+        if sum(before[a][0] != before[b][0] for a, b in made["pairs"]) >= 2:
+            break
+    else:
+        pytest.fail("no seed put two planted pairs in two splits: the fixture does not test the moves")
+    m = utk.build(src, tmp_path / "group", seed=seed, workers=2, **kw)
+    after = _outputs_agree(tmp_path / "group", m)
+    for split in m["splits"]:
+        for c in m["classes"]:
+            lost = sum(1 for n in made["conflict"] if before[n] == (split, c))
+            assert m["counts"][split][c] == keep["counts"][split][c] - lost, (split, c)
+    for a, b in made["pairs"]:
+        assert after[a] == after[b]
+    groups = m["near_duplicates"]["groups"]
+    assert all(after[n] == g["split"] for g in groups for n in g["files"])
+    moved = [n for n in after if before[n][0] != after[n]]
+    straddling = sum(before[a][0] != before[b][0] for a, b in made["pairs"])
+    assert len(moved) == 2 * straddling  # one member and one ungrouped picture per straddling pair
+    again = utk.build(src, tmp_path / "group1", seed=seed, workers=1, **kw)
+    assert again["files"] == m["files"]  # the moves do not depend on the workers
+
+
+def test_a_group_too_big_for_any_split_keeps_the_split_holding_most_of_it(tmp_path):
+    """Four near-identical pictures fill a class's train share (3) and its val share (1): no split
+    has an ungrouped picture of the class to swap with, so the member outside the largest share is
+    set aside (with a reason) and a spare takes its place."""
+    from datakit import doctor
+    from datakit.datasets import utk
+
+    rng = np.random.default_rng(7)
+    src = tmp_path / "src"
+    src.mkdir()
+    base = cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (64, 64), interpolation=cv2.INTER_CUBIC)
+    copies = [f"{30 + q}_0_0_2017{q:013d}.jpg.chip.jpg" for q in range(4)]
+    for q, name in enumerate(copies):
+        (src / name).write_bytes(synthetic.jpeg_bytes(base, quality=95 - 10 * q))
+    for i in range(5):  # distinct pictures: four white women, and one spare for the white men
+        pic = cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (64, 64), interpolation=cv2.INTER_CUBIC)
+        name = f"{20 + i}_{int(i < 4)}_0_2018{i:013d}.jpg.chip.jpg"
+        (src / name).write_bytes(synthetic.jpeg_bytes(pic, quality=90))
+    for seed in range(20):
+        keep = utk.build(src, tmp_path / f"k{seed}", races=(0,), per_class=4, size=64, val_fraction=0.25,
+                         seed=seed, workers=1, near_duplicates="keep")
+        men = {r["image/filename"][0].decode() for split in keep["splits"]
+               for r in _records(tmp_path / f"k{seed}", keep, split) if r["image/class/text"][0].decode() == "white_male"}
+        if men == set(copies):
+            break
+    else:
+        pytest.fail("no seed took all four copies for the white men")
+    m = utk.build(src, tmp_path / "g", races=(0,), per_class=4, size=64, val_fraction=0.25, seed=seed, workers=1)
+    where = _outputs_agree(tmp_path / "g", m)
+    reasons = {s["file"]: s["reason"] for s in m["skipped"]}
+    aside = [n for n in copies if "no room" in reasons.get(n, "")]
+    assert len(aside) == 1 and aside[0] not in where
+    assert sorted(where[n] for n in copies if n in where) == ["train"] * 3
+    assert m["counts"] == keep["counts"]
+    assert {c["check"]: c["status"] for c in doctor.doctor(tmp_path / "g")["checks"]}["near-duplicates"] == "ok"
+
+
+def test_the_builder_summary_agrees_with_doctors():
+    """The summary computed from a build's decoded pixels (a faster reduction than doctor's) gives
+    doctor's hash within a bit or two and its thumbnail within the builder's margin."""
+    from datakit import neardup
+    from datakit.builder import neargroups
+
+    rng = np.random.default_rng(3)
+    pictures = [cv2.resize(rng.integers(0, 256, (k, k, 3), dtype=np.uint8), (side, side), interpolation=cv2.INTER_CUBIC)
+                for k, side in zip(rng.integers(4, 24, 200), rng.choice([48, 64, 100, 200, 333], 200))]
+    ours = neargroups.summarize(pictures)
+    hashes, thumbs = neardup.summaries(np.stack([neardup.small(p) for p in pictures]))
+    bits = np.bitwise_count(np.array([h for h, _ in ours], np.uint64) ^ hashes)
+    a = neardup.standardized([np.frombuffer(t, np.uint8) for _, t in ours])
+    b = neardup.standardized(list(thumbs))
+    assert np.percentile(bits, 99) <= 3 and bits.mean() <= 1.0, bits
+    assert np.abs(a - b).mean(axis=1).max() <= neargroups.THUMB_MARGIN
+
+
 def test_near_duplicates_drop_keeps_one_picture_per_group(near_src, tmp_path):
     from datakit.datasets import utk
 

@@ -196,14 +196,14 @@ def test_a_build_skips_tiny_pictures_and_stores_trimmed_jpegs(tmp_path):
 PAUSED = """
 import os, sys, time
 from pathlib import Path
-import datakit.builder.build as b
-real = b._write
+import datakit.builder.layout as b
+real = b.write
 def paused(*a, **k):  # the lock is held from before the scan until the build ends
     Path(sys.argv[3]).write_text(str(os.getpid()))
     while not Path(sys.argv[4]).exists():
         time.sleep(0.05)
     return real(*a, **k)
-b._write = paused
+b.write = paused
 from datakit.datasets import utk
 utk.build(sys.argv[1], sys.argv[2], per_class=3, size=32, workers=int(sys.argv[5]), overwrite=True)
 """

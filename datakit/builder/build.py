@@ -31,21 +31,19 @@ import os
 import re
 import sys
 import threading
-from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datakit import __version__
-from datakit.atomic import drop_lock, remove, sha256_file, take_lock, write_text
-from datakit.builder import emit, neargroups, tfds_metadata
+from datakit.atomic import drop_lock, remove, take_lock, write_text
+from datakit.builder import layout, neargroups
 from datakit.builder.images import MAX_PIXELS
 from datakit.builder.classes import Allowed, Classes, resolve
 from datakit.builder.scan import scan
-from datakit.builder.select import Plan, select, shortage_table
-from datakit.builder.writers import (HDF5_SHARD_BYTES, RESERVED, HDF5Writer, TFRecordWriter, features,
-                                     write_features_json)
+from datakit.builder.select import select
+from datakit.builder.writers import HDF5_SHARD_BYTES, RESERVED
 from datakit.errors import DatakitError
 from datakit.progress import null_progress
 
@@ -56,7 +54,6 @@ PARTIAL = ".partial"
 MANIFEST = "manifest.json"
 LOCK = ".datakit-lock"  # held (flock) while a build writes OUT
 LEDGER = ".datakit-install.json"  # what datakit owns in OUT while outputs are being replaced
-CHUNK = 32  # pictures per task sent to a worker process
 
 
 @dataclass(frozen=True)
@@ -161,18 +158,15 @@ def build(src, out, recipe: Recipe, options: BuildOptions = BuildOptions(), prog
         _check_out(src, out, o.overwrite)  # again: another build may have finished meanwhile
         found = scan(src, recipe.source, recipe.class_by, workers=1, progress=progress, executor=pool)
         classes = recipe.classes(found)
-        regroup = None
-        if o.near_duplicates != "keep":
-            regroup = neargroups.Regroup(o.near_duplicates, classes, lambda recs: _summaries(src, recs, pool))
         plan = select(found, classes, per_class=o.per_class, val_fraction=o.val_fraction,
-                      test_fraction=o.test_fraction, seed=o.seed, allow_short=o.allow_short, regroup=regroup)
-        near_entry = regroup.entry if regroup else {"mode": "keep"}
-        found.skipped += regroup.skipped if regroup else []
+                      test_fraction=o.test_fraction, seed=o.seed, allow_short=o.allow_short)
+        regroup = neargroups.Regroup(o.near_duplicates, classes) if o.near_duplicates != "keep" else None
         try:
             (out / MARKER).write_text("datakit build output folder; complete only when manifest.json exists\n")
             remove(tmp)
             tmp.mkdir()
-            written = _write(plan, src, tmp, recipe, o, pool, workers, progress)
+            submit = (lambda fn, *a: pool.submit(fn, *a)) if pool else _Now
+            written = layout.write(plan, src, tmp, recipe, o, submit, workers, progress, regroup)
         except OSError as exc:  # here or in a worker (future.result() raises it again here)
             _stop(pool)  # no worker writes under tmp any more
             pool = None
@@ -208,7 +202,7 @@ def build(src, out, recipe: Recipe, options: BuildOptions = BuildOptions(), prog
         "skipped": sorted(found.skipped + written["skipped"], key=lambda s: s["file"]),
         "ignored": found.ignored,
         "duplicates": found.duplicates,
-        "near_duplicates": near_entry,
+        "near_duplicates": regroup.entry if regroup else {"mode": "keep"},
         "fields": [f.as_dict() for f in recipe.source.fields],
         **classes.as_dict(),
         "stem": recipe.stem,
@@ -438,117 +432,3 @@ def _pool(workers: int):
     else:
         threading.Thread(target=lambda: [pool.submit(int) for _ in range(workers)], daemon=True).start()
     return pool
-
-
-def _in_order(submit, chunks, window: int):
-    """Results of `submit(chunk)` in chunk order, with at most `window` chunks in flight."""
-    pending: deque = deque()
-    for chunk in chunks:
-        pending.append((chunk, submit(chunk)))
-        if len(pending) >= window:
-            chunk, future = pending.popleft()
-            yield chunk, future.result()
-    while pending:
-        chunk, future = pending.popleft()
-        yield chunk, future.result()
-
-
-def _summaries(src: Path, records, pool) -> dict:
-    """{name: near-duplicate summary or None} of `records`, read and summarised on the workers."""
-    names = [r.name for r in records]
-    batches = [names[i:i + 256] for i in range(0, len(names), 256)]
-    fn = neargroups.summarize_files
-    results = pool.map(fn, [str(src)] * len(batches), batches) if pool else map(fn, [str(src)] * len(batches), batches)
-    return {n: summary for batch, out in zip(batches, results) for n, summary in zip(batch, out)}
-
-
-def _next_spare(plan: Plan, label: int, split: str):
-    """The class's next spare that may go to `split` (a member of a near-duplicate group already in
-    another split may not)."""
-    spares = plan.reserves[label]
-    for i, rec in enumerate(spares):
-        if plan.spares_split.get(rec.name, split) == split:
-            return spares.pop(i)
-    return None
-
-
-def _write(plan: Plan, src: Path, root: Path, recipe: Recipe, o: BuildOptions, pool, workers: int,
-           progress) -> dict:
-    size, formats = o.size, o.formats
-    fields = recipe.source.fields
-    counts = {split: {name: 0 for name in plan.classes} for split in plan.splits}
-    outputs: dict = {fmt: {} for fmt in formats}
-    files: dict[str, str] = {}
-    skipped: list[dict] = []
-    failed = {name: 0 for name in plan.classes}
-    if "folders" in formats:
-        for split in plan.splits:
-            outputs["folders"][split] = f"folders/{split}"
-            for name in plan.classes:
-                (root / "folders" / split / name).mkdir(parents=True, exist_ok=True)
-    bar = progress(desc="build", total=sum(len(v) for v in plan.slots.values()), unit="img")
-    submit = (lambda fn, *a: pool.submit(fn, *a)) if pool else _Now
-    h5_hashes: dict = {}  # rel -> future: hashing overlaps the next split's work
-    try:
-        for split in plan.splits:
-            slots = plan.slots[split]
-            tfw = (TFRecordWriter(root, split, len(slots), sum(s.record.nbytes + 400 for s in slots), recipe.stem)
-                   if "tfrecord" in formats else None)
-            h5w = (HDF5Writer(root, split, len(slots), size, plan.classes, fields, recipe.stem, o.hdf5_shard_bytes)
-                   if "hdf5" in formats else None)
-            sink = emit.Sink(root=str(root), split=split, size=size, classes=tuple(plan.classes),
-                             folders="folders" in formats, tfrecord=tfw is not None,
-                             h5_paths=tuple(h5w.paths) if h5w else (), h5_per_shard=h5w.per_shard if h5w else 1,
-                             max_pixels=o.max_pixels)
-            tasks = [(row, slot.label, slot.record) for row, slot in enumerate(slots)]
-            chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-            columns = []
-            for chunk, results in _in_order(lambda c: submit(emit.work, str(src), sink, c), chunks, 2 * workers):
-                for (row, label, record), (err, framed, hashes) in zip(chunk, results):
-                    bar.update(1)
-                    name = plan.classes[label]
-                    while err is not None:  # replace a pick that does not decode by the class's next spare
-                        skipped.append({"file": record.name, "reason": err})
-                        failed[name] += 1
-                        spare = _next_spare(plan, label, split)
-                        if spare is None:
-                            if o.allow_short:
-                                record = None
-                                break
-                            valid = {c: plan.available[c] - failed[c] for c in plan.classes}
-                            raise DatakitError(
-                                f"{src}: class {name} has fewer than {plan.per_class} decodable images after "
-                                f"{failed[name]} failed to decode (last: {record.name}: {err}); nothing written\n"
-                                + shortage_table(plan.classes, valid, plan.per_class))
-                        record = spare
-                        pixels, jpeg, err = emit.load(src, record, size, o.max_pixels)
-                        if err is None:
-                            framed, hashes = emit.emit(sink, row, label, record, pixels, jpeg)
-                    if record is None:
-                        continue
-                    files.update(hashes)
-                    if tfw:
-                        try:
-                            tfw.add(framed)
-                        except OSError as exc:
-                            raise emit.located(exc, str(root / tfw.paths[-1] if tfw.paths else tfw.dir)) from None
-                    columns.append((row, label, record.labels, record.out_name))
-                    counts[split][name] += 1
-            emit.release()
-            if tfw:
-                tfw.close()
-                outputs["tfrecord"][split] = tfw.paths
-                files.update(tfw.hashes)
-            if h5w:
-                h5w.close(columns)  # every worker's pixel writes returned before its results did
-                outputs["hdf5"][split] = h5w.paths
-                h5_hashes.update({rel: submit(sha256_file, root / rel) for rel in h5w.paths})
-        files.update({rel: future.result() for rel, future in h5_hashes.items()})
-    finally:
-        bar.close()
-    if "tfrecord" in formats:
-        table = features(fields, recipe.feature_docs)
-        rel, digest = write_features_json(root, table)
-        files[rel] = digest
-        files.update(tfds_metadata.write(root, recipe.stem, table, plan.classes, size, outputs["tfrecord"]))
-    return {"counts": counts, "outputs": outputs, "files": files, "skipped": skipped}

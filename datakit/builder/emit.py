@@ -1,5 +1,5 @@
 """The per-picture work of a build: read, decode, write the folder copy and the HDF5 pixels in
-place, frame the TFRecord record.
+place, frame the TFRecord record, and summarise the pixels for the near-duplicate pass.
 
 It runs in worker processes (threads would share one GIL: measured at ~100% CPU on 2 cores).
 Pixels never travel between processes: each worker writes them straight into the HDF5 chunk
@@ -20,6 +20,7 @@ import numpy as np
 
 from datakit import tfrecord
 from datakit.builder.images import MAX_PIXELS, BadImage, decode
+from datakit.builder.neargroups import summarize
 from datakit.builder.scan import Record, read_regular
 
 
@@ -36,6 +37,7 @@ class Sink:
     h5_paths: tuple[str, ...] = ()
     h5_per_shard: int = 1
     max_pixels: int = MAX_PIXELS
+    summaries: bool = False  # near-duplicate summaries of the decoded pixels (datakit.builder.neargroups)
 
 
 _h5_cache: dict[str, tuple[int, list[int]]] = {}  # path -> (fd, chunk byte offsets), per process
@@ -47,7 +49,7 @@ def _h5_target(path: str) -> tuple[int, list[int]]:
             dset = f["images"].id
             offsets = [0] * dset.shape[0]
             dset.chunk_iter(lambda info: offsets.__setitem__(info.chunk_offset[0], info.byte_offset))
-        _h5_cache[path] = (os.open(path, os.O_WRONLY), offsets)
+        _h5_cache[path] = (os.open(path, os.O_RDWR), offsets)
     return _h5_cache[path]
 
 
@@ -90,20 +92,43 @@ def load(src: str | Path, record: Record, size: int, max_pixels: int = MAX_PIXEL
     return pixels, jpeg, None
 
 
+def folder_rel(sink: Sink, label: int, record: Record) -> str:
+    """Where the picture's folder copy goes, relative to the build root."""
+    return f"folders/{sink.split}/{sink.classes[label]}/{record.out_name}"
+
+
+def _h5_place(sink: Sink, row: int) -> tuple[str, int, int]:
+    """(HDF5 file, its fd in this process, byte offset of the row's chunk)."""
+    shard, local = divmod(row, sink.h5_per_shard)
+    path = os.path.join(sink.root, sink.h5_paths[shard])
+    fd, offsets = _h5_target(path)
+    return path, fd, offsets[local]
+
+
+def swap_rows(a: Sink, row_a: int, b: Sink, row_b: int) -> None:
+    """Exchange the pixels of two HDF5 rows (a picture moved between places, parent side)."""
+    n = a.size * a.size * 3
+    (path_a, fd_a, off_a), (path_b, fd_b, off_b) = _h5_place(a, row_a), _h5_place(b, row_b)
+    try:
+        pa, pb = os.pread(fd_a, n, off_a), os.pread(fd_b, n, off_b)
+        os.pwrite(fd_a, pb, off_a)
+        os.pwrite(fd_b, pa, off_b)
+    except OSError as exc:
+        raise located(exc, path_a) from None
+
+
 def emit(sink: Sink, row: int, label: int, record: Record, pixels: np.ndarray, jpeg: bytes):
     """Write one decoded picture; returns (framed TFRecord record or None, {folder path: sha256})."""
     name = sink.classes[label]
     hashes = {}
     if sink.folders:
-        rel = f"folders/{sink.split}/{name}/{record.out_name}"
+        rel = folder_rel(sink, label, record)
         _write_file(os.path.join(sink.root, rel), jpeg)
         hashes[rel] = hashlib.sha256(jpeg).hexdigest()
     if sink.h5_paths:
-        shard, local = divmod(row, sink.h5_per_shard)
-        path = os.path.join(sink.root, sink.h5_paths[shard])
-        fd, offsets = _h5_target(path)
+        path, fd, offset = _h5_place(sink, row)
         try:
-            os.pwrite(fd, memoryview(np.ascontiguousarray(pixels, dtype=np.uint8)).cast("B"), offsets[local])
+            os.pwrite(fd, memoryview(np.ascontiguousarray(pixels, dtype=np.uint8)).cast("B"), offset)
         except OSError as exc:
             raise located(exc, path) from None
     framed = None
@@ -116,9 +141,17 @@ def emit(sink: Sink, row: int, label: int, record: Record, pixels: np.ndarray, j
 
 
 def work(src: str, sink: Sink, tasks: list[tuple[int, int, Record]]) -> list[tuple]:
-    """A chunk of (row, label, record): [(error or None, framed or None, folder hashes)] in order."""
-    out = []
+    """A chunk of (row, label, record): [(error or None, framed or None, folder hashes, near-duplicate
+    summary or None)] in order."""
+    out, decoded = [], []
     for row, label, record in tasks:
         pixels, jpeg, err = load(src, record, sink.size, sink.max_pixels)
-        out.append((err, None, {}) if err else (None, *emit(sink, row, label, record, pixels, jpeg)))
+        if err:
+            out.append((err, None, {}, None))
+            continue
+        out.append((None, *emit(sink, row, label, record, pixels, jpeg), None))
+        decoded.append((len(out) - 1, pixels))
+    if sink.summaries:
+        for (i, _), summary in zip(decoded, summarize([p for _, p in decoded])):
+            out[i] = out[i][:3] + (summary,)
     return out

@@ -5,9 +5,9 @@ order a file system lists the folder in. The first N of each shuffled class are 
 rest stay in reserve, in order, to replace a pick that turns out not to decode. Each split's
 write order is shuffled too (classes mixed in every shard).
 
-Near-duplicate groups (datakit.builder.neargroups) stay inside one split: a group is split as one
-unit. The random draws happen in the same order with or without them (every class's shuffle, then
-every split's), so `near_duplicates="keep"` gives the plan of a build without the feature.
+The plan knows nothing of near-duplicates: the write phase (datakit.builder.layout) moves the
+members of a near-duplicate group into one split, or replaces them by spares, once it has decoded
+them.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ class Plan:
     available: dict[str, int]  # usable candidates per class (names valid, duplicates removed)
     slots: dict[str, list[Slot]]  # split -> write order
     reserves: dict[int, list[Record]] = field(default_factory=dict)  # label -> spares, in order
-    spares_split: dict[str, str] = field(default_factory=dict)  # spare name -> the split it must go to
 
     @property
     def splits(self) -> list[str]:
@@ -58,11 +57,8 @@ def shortage_table(classes: list[str], available: dict[str, int], per_class: int
 
 
 def select(scan: Scan, classes: Classes, per_class: int = 700, val_fraction: float = 0.1,
-           test_fraction: float = 0.0, seed: int = 0, allow_short: bool = False,
-           regroup=None) -> Plan:
-    """The plan of a build. `regroup(picks, reserves)` (datakit.builder.neargroups), called with
-    each class's picks and spares once they are drawn, may replace picks by spares (in order) and
-    returns {record name: near-duplicate group id}: the members of a group go to one split."""
+           test_fraction: float = 0.0, seed: int = 0, allow_short: bool = False) -> Plan:
+    """The plan of a build: each class's picks split per class, and its spares in order."""
     if val_fraction + test_fraction >= 1.0:
         raise DatakitError(f"val_fraction {val_fraction} + test_fraction {test_fraction} leaves no training data",
                            param=("val_fraction", "test_fraction"))
@@ -83,70 +79,15 @@ def select(scan: Scan, classes: Classes, per_class: int = 700, val_fraction: flo
     wanted = [s for s in SPLITS if s == "train" or (s == "val" and val_fraction > 0) or (s == "test" and test_fraction > 0)]
     slots: dict[str, list[Slot]] = {s: [] for s in wanted}
     reserves: dict[int, list[Record]] = {}
-    spares_split: dict[str, str] = {}
-    picks: dict[int, list[Record]] = {}
     for label, recs in by_label.items():
         order = [recs[i] for i in rng.permutation(len(recs))]
-        take = min(per_class, len(order))
-        picks[label], reserves[label] = order[:take], order[take:]
-    groups = regroup(picks, reserves) if regroup else {}
-    after = {names[label]: len(chosen) for label, chosen in picks.items()}
-    short = [c for c, n in after.items() if n < min(per_class, available[c])]
-    if short and not allow_short:
-        raise DatakitError(
-            f"{scan.src}: {len(short)} class(es) have fewer than per_class {per_class} images once near-identical "
-            f"copies are set aside ({', '.join(short)}); nothing written (use allow_short to take what there is, "
-            "or near_duplicates='keep')\n" + shortage_table(names, after, per_class),
-            param=("per_class", "allow_short", "near_duplicates"))
-    for label, chosen in picks.items():
+        chosen, reserves[label] = order[:per_class], order[per_class:]
         sizes = split_sizes(len(chosen), val_fraction, test_fraction)
-        if groups:
-            assigned = _grouped(chosen, sizes, wanted, groups)
-            for rec in reserves[label]:  # a spare of a picked group must replace into that group's split
-                g = groups.get(rec.name)
-                if g is not None and g in assigned[1]:
-                    spares_split[rec.name] = assigned[1][g]
-            for split in wanted:
-                slots[split] += [Slot(split, label, r) for r in assigned[0][split]]
-            continue
         start = 0
         for split in wanted:
             slots[split] += [Slot(split, label, r) for r in chosen[start:start + sizes[split]]]
             start += sizes[split]
     for split in wanted:
         slots[split] = [slots[split][i] for i in rng.permutation(len(slots[split]))]
-    return Plan(classes=names, per_class=per_class, available=available, slots=slots, reserves=reserves,
-                spares_split=spares_split)
+    return Plan(classes=names, per_class=per_class, available=available, slots=slots, reserves=reserves)
 
-
-def _grouped(picks: list[Record], sizes: dict[str, int], wanted: list[str], groups: dict[str, int]):
-    """Split `picks` (in shuffled order) so that the members of a near-duplicate group share a split.
-
-    Units (a group's picked members, or a single picture) are dealt in the order of their first
-    member: test, then val, are filled from the end of the order with the units that fit, train takes
-    the rest; without groups of two or more this is exactly the ungrouped split (train, val, test in
-    order), and a split's count never exceeds its share."""
-    units: dict = {}
-    for rec in picks:
-        g = groups.get(rec.name)
-        units.setdefault(("g", g) if g is not None else ("r", rec.name), []).append(rec)
-    order = list(units.values())
-    out = {s: [] for s in wanted}
-    need = {s: sizes[s] for s in wanted if s != "train"}
-    rest = []
-    for unit in reversed(order):  # the ungrouped split takes val/test from the end of the order
-        for split in reversed([s for s in wanted if s != "train"]):
-            if len(unit) <= need[split]:
-                out[split] = unit + out[split]
-                need[split] -= len(unit)
-                break
-        else:
-            rest.append(unit)
-    out["train"] = [r for unit in reversed(rest) for r in unit]
-    group_split = {}
-    for split, recs in out.items():
-        for rec in recs:
-            g = groups.get(rec.name)
-            if g is not None:
-                group_split[g] = split
-    return out, group_split
