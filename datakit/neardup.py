@@ -87,6 +87,7 @@ def _dct_rows(n: int = 32, k: int = 8) -> np.ndarray:
 
 
 _DCT8 = _dct_rows()
+_DCT8_T = np.ascontiguousarray(_DCT8.T)
 
 
 def summaries(smalls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +102,11 @@ def summaries(smalls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.uint64), np.zeros((0, 8, 8, 3), np.uint8)
     tall = x.reshape(n * 32, 32, 3)
     gray = cv2.cvtColor(tall, cv2.COLOR_RGB2GRAY).astype(np.float32).reshape(n, 32, 32)
-    dct = np.matmul(np.matmul(_DCT8, gray), _DCT8.T).reshape(n, 64)
+    # D @ g @ D.T for every picture as two tall products (OpenCV's gemm: the worker processes'
+    # OpenBLAS threads would spin on cores that the other workers need)
+    rows = cv2.gemm(gray.reshape(n * 32, 32), _DCT8_T, 1, None, 0).reshape(n, 32, 8)
+    cols = np.ascontiguousarray(rows.transpose(0, 2, 1)).reshape(n * 8, 32)
+    dct = cv2.gemm(cols, _DCT8_T, 1, None, 0).reshape(n, 8, 8).transpose(0, 2, 1).reshape(n, 64)
     median = np.partition(dct[:, 1:], 31, axis=1)[:, 31:32]
     hashes = np.packbits(dct > median, axis=1).view(">u8").ravel().astype(np.uint64)
     thumbs = cv2.resize(tall, (8, n * 8), interpolation=cv2.INTER_AREA).reshape(n, 8, 8, 3)

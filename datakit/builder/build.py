@@ -1,5 +1,6 @@
-"""`build`: scan -> classes -> near-duplicate groups -> select -> decode (worker processes) ->
-write folders / TFRecord / HDF5 -> manifest.
+"""`build`: scan -> classes -> select -> decode, write and summarise each pick (worker processes)
+-> near-duplicate groups settled (datakit.builder.layout) -> TFRecord shards and HDF5 columns ->
+manifest.
 
 A dataset enters through a `Recipe`: its label source (what names every candidate and its label
 fields), how fields make classes, and its names for files and manifest; `BuildOptions` holds the
