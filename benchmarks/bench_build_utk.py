@@ -93,13 +93,14 @@ def _hwm_mib(pid: int) -> float:
     return 0.0
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, float]:
+def run_measured(cmd: list[str]) -> tuple[float, float, float, float]:
     """Wall seconds, the peak RSS (MiB) of the largest process of the command's process tree
     (worker processes included: /proc VmHWM polled every 10 ms, and wait4's ru_maxrss), and the
     CPU seconds (user + system) of the whole tree (worker processes are waited for by their parent,
-    so wait4 counts them): on a shared machine, CPU time moves less than wall time."""
+    so wait4 counts them): on a shared machine, CPU time moves less than wall time; and the user
+    CPU seconds alone (system time here swings with the file system's state, see `quiet`)."""
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    before = kids.ru_utime + kids.ru_stime
+    before, user_before = kids.ru_utime + kids.ru_stime, kids.ru_utime
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0.0
@@ -115,7 +116,7 @@ def run_measured(cmd: list[str]) -> tuple[float, float, float]:
         raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}")
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = kids.ru_utime + kids.ru_stime - before
-    return wall, max(peak, usage.ru_maxrss / 1024), cpu
+    return wall, max(peak, usage.ru_maxrss / 1024), cpu, kids.ru_utime - user_before
 
 
 def make_folder(dest: Path, per_cell: int) -> int:
@@ -279,24 +280,36 @@ def compare(work: Path, src: Path, tools: list[str], per_class: int, races: tupl
             settle(work)
             runs[tool].append(run_measured(tool_command(tool, src, classdirs, dest, per_class, races, size)))
             wrote[tool] = sum(p.stat().st_size for p in [dest, *dest.rglob("*")] if p.is_file())
-            wall, peak, cpu = runs[tool][-1]
+            wall, peak, cpu, _ = runs[tool][-1]
             print(f"round {i + 1}/{repeats} {tool}: {wall:.2f} s, {peak:.0f} MiB, {cpu:.2f} CPU s", file=sys.stderr)
     rows = {}
     for tool, v in runs.items():
-        walls = [w for w, _, _ in v]
+        walls = [w for w, *_ in v]
         rows[tool] = {"best_s": round(min(walls), 2), "median_s": round(statistics.median(walls), 2),
-                      "cpu_median_s": round(statistics.median(c for _, _, c in v), 2),
+                      "cpu_median_s": round(statistics.median(c for _, _, c, _ in v), 2),
+                      "user_median_s": round(statistics.median(u for *_, u in v), 2),
                       "peak_mib": round(max(m for _, m, _ in v)), "wrote_mb": round(wrote[tool] / 1e6),
-                      "runs": [[round(w, 3), round(m, 1), round(c, 2)] for w, m, c in v]}
+                      "runs": [[round(w, 3), round(m, 1), round(c, 2), round(u, 2)] for w, m, c, u in v]}
     base = rows["classic"]
     for tool, r in rows.items():
         r["time_ratio"] = round(r["best_s"] / base["best_s"], 3)
         r["median_time_ratio"] = round(r["median_s"] / base["median_s"], 3)
         r["memory_ratio"] = round(r["peak_mib"] / base["peak_mib"], 3)
         r["cpu_ratio"] = round(r["cpu_median_s"] / base["cpu_median_s"], 3)
-    return {"source": str(src), "files": sum(1 for _ in os.scandir(src)), "per_class": per_class,
-            "races": list(races), "size": size, "repeats": repeats, "create_us_before_runs": round(probe_us),
-            "tools": rows}
+    out = {"source": str(src), "files": sum(1 for _ in os.scandir(src)), "per_class": per_class,
+           "races": list(races), "size": size, "repeats": repeats, "create_us_before_runs": round(probe_us),
+           "tools": rows}
+    if "build-utk" in runs and "build-utk-keep" in runs:
+        out["near_duplicate_cost"] = near_cost(runs["build-utk"], runs["build-utk-keep"])
+    return out
+
+
+def near_cost(grouped: list, keep: list) -> dict:
+    """The near-duplicate pass's cost: build-utk over build-utk --near-duplicates keep, round by
+    round (the two ran minutes apart at most, in the same round), and the median of those ratios."""
+    ratios = {key: [g[i] / k[i] for g, k in zip(grouped, keep)] for key, i in (("wall", 0), ("cpu", 2), ("user", 3))}
+    return {f"{key}_ratios": [round(r, 3) for r in v] for key, v in ratios.items()} | \
+        {f"median_{key}_ratio": round(statistics.median(v), 3) for key, v in ratios.items()}
 
 
 def main() -> None:
@@ -364,6 +377,11 @@ def main() -> None:
             print(f"{tool:<14} {t['best_s']:>7} {t['median_s']:>9} {t['time_ratio']:>9} /{t['median_time_ratio']:>6} "
                   f"{t['peak_mib']:>9} {t['memory_ratio']:>9} {t['cpu_median_s']:>6} {t['cpu_ratio']:>9} "
                   f"{t['wrote_mb']:>9}")
+        if "near_duplicate_cost" in r:
+            c = r["near_duplicate_cost"]
+            print(f"near-duplicate pass (build-utk / build-utk-keep, per round): wall {c['wall_ratios']}, CPU "
+                  f"{c['cpu_ratios']}, user CPU {c['user_ratios']}; medians {c['median_wall_ratio']} / "
+                  f"{c['median_cpu_ratio']} / {c['median_user_ratio']}")
     print("targets: time ratio <= 0.5 (datakit writes folders + TFRecord + HDF5; the script one pickle), "
           "memory ratio <= 0.25")
 
