@@ -288,7 +288,7 @@ def compare(work: Path, src: Path, tools: list[str], per_class: int, races: tupl
         rows[tool] = {"best_s": round(min(walls), 2), "median_s": round(statistics.median(walls), 2),
                       "cpu_median_s": round(statistics.median(c for _, _, c, _ in v), 2),
                       "user_median_s": round(statistics.median(u for *_, u in v), 2),
-                      "peak_mib": round(max(m for _, m, _ in v)), "wrote_mb": round(wrote[tool] / 1e6),
+                      "peak_mib": round(max(m for _, m, *_ in v)), "wrote_mb": round(wrote[tool] / 1e6),
                       "runs": [[round(w, 3), round(m, 1), round(c, 2), round(u, 2)] for w, m, c, u in v]}
     base = rows["classic"]
     for tool, r in rows.items():
