@@ -364,6 +364,34 @@ def test_generic_build_is_byte_identical_whatever_the_workers(class_dirs, tmp_pa
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["files"] == a["files"]
 
 
+def test_a_later_round_finds_the_groups_a_fresh_comparison_finds():
+    """Rounds after the first compare only the new pictures (spares) with the rest: the groups they
+    give equal those of comparing every picture placed at that point, whatever left or came."""
+    from types import SimpleNamespace
+
+    from datakit.builder import neargroups
+
+    rng = np.random.default_rng(5)
+    bases = [cv2.resize(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), (64, 64), interpolation=cv2.INTER_CUBIC)
+             for _ in range(60)]
+    pictures = bases + [np.clip(b.astype(int) + 6, 0, 255).astype(np.uint8) for b in bases[:25]]
+    summ = neargroups.summarize(pictures)
+    recs = [SimpleNamespace(name=f"p{i:03d}", labels={}) for i in range(len(pictures))]
+    classes = SimpleNamespace(names=["a"], by=())
+    order = rng.permutation(len(pictures)).tolist()
+    placed = order[:50]
+    incremental = neargroups.Regroup("group", classes)
+    for step in range(4):
+        items = [(0, recs[i], "train", summ[i]) for i in placed]
+        incremental.round(items)
+        fresh = neargroups.Regroup("group", classes)
+        fresh.round(items)
+        assert incremental._last == fresh._last and incremental.grouped == fresh.grouped, step
+        assert step or incremental._last  # the first set already holds groups
+        placed = placed[7:] + order[50 + 8 * step:58 + 8 * step]  # some leave, spares come
+    assert incremental.entry["compared"] == len(set(order[:50 + 8 * 3]))
+
+
 def test_near_pairs_within_equals_brute_force():
     from datakit import neardup
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from datakit.neardup import NEAR_BITS, NEAR_THUMB, near_pairs_within, small, standardized, summaries
+from datakit.neardup import NEAR_BITS, NEAR_THUMB, near_pairs, near_pairs_within, small, standardized, summaries
 
 MODES = ("group", "drop", "keep")
 BITS_MARGIN, THUMB_MARGIN = 0, 0.02
@@ -40,13 +40,30 @@ def summarize(pixels: list[np.ndarray]) -> list[tuple[int, bytes]]:
     return [(int(h), t.tobytes()) for h, t in zip(hashes, thumbs)]
 
 
-def find_groups(summ: list[tuple[int, bytes]]) -> list[list[int]]:
-    """Indices of near-identical pictures, as groups of two or more (connected pairs), sorted."""
-    if len(summ) < 2:
+def close_pairs(summ: list[tuple[int, bytes]], new: list[int] | None = None) -> list[tuple[int, int]]:
+    """Pairs (i, j), i < j, of near-identical pictures among `summ`; with `new` (indices into it),
+    only the pairs that involve one of those (the rest are known from an earlier round)."""
+    if len(summ) < 2 or (new is not None and not new):
         return []
     hashes = np.array([h for h, _ in summ], dtype=np.uint64)
-    thumbs = standardized([np.frombuffer(t, np.uint8) for _, t in summ])
-    parent = list(range(len(summ)))
+    if new is None:
+        pairs = near_pairs_within(hashes, MAX_BITS)
+    else:
+        found = {(min(new[i], j), max(new[i], j)) for i, js in near_pairs(hashes[new], hashes, MAX_BITS)
+                 for j in js.tolist() if j != new[i]}
+        pairs = np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
+    if not len(pairs):
+        return []
+    rows = np.unique(pairs)
+    thumbs = standardized([np.frombuffer(summ[i][1], np.uint8) for i in rows.tolist()])
+    a, b = np.searchsorted(rows, pairs[:, 0]), np.searchsorted(rows, pairs[:, 1])
+    close = np.abs(thumbs[a] - thumbs[b]).mean(axis=1) <= MAX_THUMB
+    return [tuple(p) for p in pairs[close].tolist()]
+
+
+def groups_of(n: int, pairs) -> list[list[int]]:
+    """Connected pairs among n pictures, as groups of two or more (each sorted), in order of their first."""
+    parent = list(range(n))
 
     def root(i):
         while parent[i] != i:
@@ -54,15 +71,12 @@ def find_groups(summ: list[tuple[int, bytes]]) -> list[list[int]]:
             i = parent[i]
         return i
 
-    pairs = near_pairs_within(hashes, MAX_BITS)
-    if len(pairs):
-        close = np.abs(thumbs[pairs[:, 0]] - thumbs[pairs[:, 1]]).mean(axis=1) <= MAX_THUMB
-        for i, j in pairs[close].tolist():
-            a, b = root(i), root(j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+    for i, j in pairs:
+        a, b = root(i), root(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
     groups: dict[int, list[int]] = {}
-    for i in range(len(summ)):
+    for i in range(n):
         groups.setdefault(root(i), []).append(i)
     return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
@@ -76,7 +90,8 @@ class Regroup:
     and the others are removed; with mode "group" a group held by more than one split is to be
     gathered into one. It returns (indices to remove, groups to gather: lists of indices); the
     caller gives a removed picture's place to the class's next spare and asks again, until nothing
-    changes. Only the pictures the build takes (and the spares that replace them) are compared: a
+    changes; a later round compares only the pictures it has not seen (the spares) with the others,
+    as the pairs among the rest are known. Only the pictures the build takes (and the spares that replace them) are compared: a
     near-identical copy of a pick that the build does not take cannot leak across its splits."""
 
     def __init__(self, mode: str, classes):
@@ -88,14 +103,24 @@ class Regroup:
         self._met: dict[tuple, int] = {}  # mode "drop": every group met, in any round
         self._last: list[tuple[int, list[str]]] = []  # mode "group": the groups of the last round
         self.grouped: set[str] = set()  # the names in a group of the last round
+        self._seen: set[str] = set()  # every picture compared so far
+        self._close: set[tuple[str, str]] = set()  # and the near-identical pairs among them
 
     def round(self, items: list[tuple]) -> tuple[list[int], list[list[int]]]:
-        self.entry["compared"] = max(self.entry["compared"], len(items))
         remove: list[int] = []
         gather: list[list[int]] = []
         self._last = []
         self.grouped = set()
-        for idx in find_groups([summary for *_, summary in items]):
+        names = [rec.name for _, rec, _, _ in items]
+        summ = [summary for *_, summary in items]
+        new = [i for i, n in enumerate(names) if n not in self._seen]
+        self._seen.update(names)
+        self.entry["compared"] = len(self._seen)
+        pairs = close_pairs(summ, None if len(new) == len(names) else new)
+        self._close.update((names[i], names[j]) for i, j in pairs)
+        index = {n: i for i, n in enumerate(names)}
+        current = sorted((index[a], index[b]) for a, b in self._close if a in index and b in index)
+        for idx in groups_of(len(items), current):
             members = sorted(idx, key=lambda i: items[i][1].name)
             names = [items[i][1].name for i in members]
             self.grouped.update(names)
