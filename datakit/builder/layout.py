@@ -75,9 +75,9 @@ class _Places:
         if summary is not None:
             self.summary[record.name] = summary
 
-    def refill(self, split: str, row: int, record, err: str, near: str | None = None) -> None:
+    def refill(self, split: str, row: int, record, err: str | None, near: bool = False) -> None:
         """Give the place of `record`, which failed to decode (`err`) or was set aside as a
-        near-duplicate (`near`: the error's wording), to the class's next spare that decodes."""
+        near-duplicate (`near`), to the class's next spare that decodes."""
         label = self.label[split][row]
         name = self.plan.classes[label]
         sink = self.sinks[split]
@@ -112,7 +112,7 @@ class _Places:
         if self.files.pop(rel, None) is not None:
             os.unlink(self.root / rel)
         self.held[split][row] = self.staged[split][row] = None
-        self.refill(split, row, record, None, near="set aside")
+        self.refill(split, row, record, None, near=True)
 
     def swap(self, a: tuple[str, int], b: tuple[str, int]) -> None:
         """Exchange the pictures of two places of one class."""
@@ -201,6 +201,7 @@ def write(plan: Plan, src: Path, root: Path, recipe, o, submit, workers: int, pr
                 h5_hashes.update({rel: submit(sha256_file, root / rel) for rel in h5[split].paths})
         files.update({rel: future.result() for rel, future in h5_hashes.items()})
     finally:
+        emit.release()
         os.close(staging)
         (root / STAGING).unlink(missing_ok=True)
     if "tfrecord" in formats:

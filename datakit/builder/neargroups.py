@@ -61,11 +61,12 @@ def close_pairs(summ: list[tuple[int, bytes]], new: list[int] | None = None) -> 
     return [tuple(p) for p in pairs[close].tolist()]
 
 
-def groups_of(n: int, pairs) -> list[list[int]]:
-    """Connected pairs among n pictures, as groups of two or more (each sorted), in order of their first."""
-    parent = list(range(n))
+def groups_of(pairs) -> list[list[int]]:
+    """Connected pairs, as groups of two or more (each sorted), in order of their first member."""
+    parent: dict[int, int] = {}
 
     def root(i):
+        parent.setdefault(i, i)
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
@@ -76,9 +77,9 @@ def groups_of(n: int, pairs) -> list[list[int]]:
         if a != b:
             parent[max(a, b)] = min(a, b)
     groups: dict[int, list[int]] = {}
-    for i in range(n):
+    for i in sorted(parent):
         groups.setdefault(root(i), []).append(i)
-    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+    return sorted(groups.values(), key=lambda g: g[0])
 
 
 class Regroup:
@@ -120,7 +121,7 @@ class Regroup:
         self._close.update((names[i], names[j]) for i, j in pairs)
         index = {n: i for i, n in enumerate(names)}
         current = sorted((index[a], index[b]) for a, b in self._close if a in index and b in index)
-        for idx in groups_of(len(items), current):
+        for idx in groups_of(current):
             members = sorted(idx, key=lambda i: items[i][1].name)
             names = [items[i][1].name for i in members]
             self.grouped.update(names)
