@@ -33,10 +33,16 @@ def small_of_pixels(pixels: np.ndarray) -> np.ndarray:
 
 
 def summarize(pixels: list[np.ndarray]) -> list[tuple[int, bytes]]:
-    """(phash, thumbnail bytes) of each decoded picture (worker side)."""
-    if not pixels:
+    """(phash, thumbnail bytes) of each decoded picture."""
+    return summarize_small([small_of_pixels(p) for p in pixels])
+
+
+def summarize_small(smalls: list[np.ndarray]) -> list[tuple[int, bytes]]:
+    """`summarize` of pictures already reduced by `small_of_pixels` (the workers reduce each picture
+    while its pixels are still in cache, and summarise a chunk's at once)."""
+    if not smalls:
         return []
-    hashes, thumbs = summaries(np.stack([small_of_pixels(p) for p in pixels]))
+    hashes, thumbs = summaries(np.stack(smalls))
     return [(int(h), t.tobytes()) for h, t in zip(hashes, thumbs)]
 
 
