@@ -86,8 +86,7 @@ def _dct_rows(n: int = 32, k: int = 8) -> np.ndarray:
     return rows.astype(np.float32)
 
 
-_DCT8 = _dct_rows()
-_DCT8_T = np.ascontiguousarray(_DCT8.T)
+_DCT8_T = np.ascontiguousarray(_dct_rows().T)
 
 
 def summaries(smalls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -108,13 +108,18 @@ def _h5_place(sink: Sink, row: int) -> tuple[str, int, int]:
 def swap_rows(a: Sink, row_a: int, b: Sink, row_b: int) -> None:
     """Exchange the pixels of two HDF5 rows (a picture moved between places, parent side)."""
     n = a.size * a.size * 3
-    (path_a, fd_a, off_a), (path_b, fd_b, off_b) = _h5_place(a, row_a), _h5_place(b, row_b)
-    try:
-        pa, pb = os.pread(fd_a, n, off_a), os.pread(fd_b, n, off_b)
-        os.pwrite(fd_a, pb, off_a)
-        os.pwrite(fd_b, pa, off_b)
-    except OSError as exc:
-        raise located(exc, path_a) from None
+    places = [_h5_place(a, row_a), _h5_place(b, row_b)]
+    pixels = []
+    for path, fd, offset in places:
+        try:
+            pixels.append(os.pread(fd, n, offset))
+        except OSError as exc:
+            raise located(exc, path) from None
+    for (path, fd, offset), data in zip(places, reversed(pixels)):
+        try:
+            os.pwrite(fd, data, offset)
+        except OSError as exc:
+            raise located(exc, path) from None
 
 
 def emit(sink: Sink, row: int, label: int, record: Record, pixels: np.ndarray, jpeg: bytes):

@@ -135,6 +135,13 @@ class _Places:
     def placed(self) -> list[tuple[str, int]]:
         return [(s, r) for s in self.plan.splits for r, rec in enumerate(self.held[s]) if rec is not None]
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{split: {class: pictures placed}}."""
+        out = {split: {name: 0 for name in self.plan.classes} for split in self.plan.splits}
+        for split, row in self.placed():
+            out[split][self.plan.classes[self.label[split][row]]] += 1
+        return out
+
     def records(self, split: str):
         """The staged records of `split`, in row order."""
         for place in self.staged[split]:
@@ -209,18 +216,15 @@ def write(plan: Plan, src: Path, root: Path, recipe, o, submit, workers: int, pr
         rel, digest = write_features_json(root, table)
         files[rel] = digest
         files.update(tfds_metadata.write(root, recipe.stem, table, plan.classes, o.size, outputs["tfrecord"]))
-    counts = {split: {name: 0 for name in plan.classes} for split in plan.splits}
-    for split, row in places.placed():
-        counts[split][plan.classes[places.label[split][row]]] += 1
     skipped = places.skipped + (regroup.skipped if regroup else [])
-    return {"counts": counts, "outputs": outputs, "files": files, "skipped": skipped}
+    return {"counts": places.counts(), "outputs": outputs, "files": files, "skipped": skipped}
 
 
 def settle(places: _Places, regroup: Regroup) -> None:
     """The near-duplicate pass over the placed pictures (the module doc, step 2)."""
     splits = places.plan.splits
     while True:
-        where = [p for p in places.placed() if places.held[p[0]][p[1]].name in places.summary]
+        where = places.placed()  # every placed picture has its summary: it was decoded
         items = [(places.label[s][r], places.held[s][r], s, places.summary[places.held[s][r].name])
                  for s, r in where]
         remove, gather = regroup.round(items)
@@ -235,9 +239,8 @@ def settle(places: _Places, regroup: Regroup) -> None:
             places.set_aside(*place, reason=aside[place])
         if not aside:
             break  # only moves: the same pictures, hence the same groups, now each in one split
-    after = {name: 0 for name in places.plan.classes}
-    for s, r in places.placed():
-        after[places.plan.classes[places.label[s][r]]] += 1
+    counts = places.counts()
+    after = {c: sum(counts[s][c] for s in splits) for c in places.plan.classes}
     short = [c for c in places.plan.classes if after[c] < places.plan.per_class]
     if short and not places.o.allow_short:
         raise DatakitError(

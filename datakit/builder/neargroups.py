@@ -98,8 +98,9 @@ class Regroup:
     gathered into one. It returns (indices to remove, groups to gather: lists of indices); the
     caller gives a removed picture's place to the class's next spare and asks again, until nothing
     changes; a later round compares only the pictures it has not seen (the spares) with the others,
-    as the pairs among the rest are known. Only the pictures the build takes (and the spares that replace them) are compared: a
-    near-identical copy of a pick that the build does not take cannot leak across its splits."""
+    as the pairs among the rest are known. Only the pictures the build takes (and the spares that
+    replace them) are compared: a near-identical copy of a pick that the build does not take cannot
+    leak across its splits."""
 
     def __init__(self, mode: str, classes):
         self.mode, self.classes = mode, classes
@@ -128,20 +129,20 @@ class Regroup:
         index = {n: i for i, n in enumerate(names)}
         current = sorted((index[a], index[b]) for a, b in self._close if a in index and b in index)
         for idx in groups_of(current):
-            members = sorted(idx, key=lambda i: items[i][1].name)
-            names = [items[i][1].name for i in members]
-            self.grouped.update(names)
+            members = sorted(idx, key=lambda i: names[i])
+            files = [names[i] for i in members]
+            self.grouped.update(files)
             labels = {items[i][0] for i in members}
             if len(labels) > 1:
-                self._conflicts[tuple(names)] = {
-                    "files": names, "labels": [{f: items[i][1].labels[f] for f in self.classes.by} for i in members],
+                self._conflicts[tuple(files)] = {
+                    "files": files, "labels": [{f: items[i][1].labels[f] for f in self.classes.by} for i in members],
                     "reason": "near-identical pictures whose labels disagree on the class: no copy used"}
                 remove += members
             elif self.mode == "drop":
-                self._met[tuple(names)] = items[members[0]][0]
+                self._met[tuple(files)] = items[members[0]][0]
                 remove += members[1:]
             else:
-                self._last.append((items[members[0]][0], names))
+                self._last.append((items[members[0]][0], files))
                 if len({items[i][2] for i in members}) > 1:
                     gather.append(members)
         return remove, gather
