@@ -364,6 +364,26 @@ def test_generic_build_is_byte_identical_whatever_the_workers(class_dirs, tmp_pa
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["files"] == a["files"]
 
 
+def test_a_build_leaves_the_callers_garbage_collector_as_it_found_it(class_dirs, tmp_path):
+    """The build keeps its long-lived objects out of full collections (gc.freeze) only while it
+    runs, and leaves a caller's own frozen objects frozen."""
+    import gc
+
+    kw = dict(labels="folders", per_class=4, size=32, seed=2, allow_short=True, workers=2)
+    assert gc.get_freeze_count() == 0
+    folder.build(class_dirs, tmp_path / "a", **kw)
+    assert gc.get_freeze_count() == 0
+    keep = [object() for _ in range(3)], {"x": [1]}
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        folder.build(class_dirs, tmp_path / "b", **kw)
+        assert 0 < gc.get_freeze_count() <= frozen  # still frozen, and nothing of the build added
+    finally:
+        gc.unfreeze()
+    del keep
+
+
 def test_a_later_round_finds_the_groups_a_fresh_comparison_finds():
     """Rounds after the first compare only the new pictures (spares) with the rest: the groups they
     give equal those of comparing every picture placed at that point, whatever left or came."""
