@@ -10,8 +10,8 @@
    each member in another split with an ungrouped picture of the same class in the group's split
    (two HDF5 chunks exchanged, two folder files renamed, two staged records exchanged), so every
    class keeps its count in every split. Then again, until nothing changes.
-3. The TFRecord shards are written from the staging file in each split's order, and the HDF5
-   columns last.
+3. The HDF5 label columns are written and the files handed to the workers to hash, then the
+   TFRecord shards are written from the staging file in each split's order meanwhile.
 
 Why in this order: the summary needs the pixels that the write decodes anyway (a pass before the
 split decoded every pick twice), and a group changes only the few places its members hold.
@@ -189,6 +189,11 @@ def write(plan: Plan, src: Path, root: Path, recipe, o, submit, workers: int, pr
         emit.release()  # this process's HDF5 writes (spares, swaps) are done: h5py opens the files next
         files = places.files
         h5_hashes: dict = {}
+        for split in h5:  # first, so that the workers hash the large HDF5 files while this process writes the shards
+            h5[split].close([(row, places.label[split][row], rec.labels, rec.out_name)
+                             for row, rec in enumerate(places.held[split]) if rec is not None])
+            outputs["hdf5"][split] = h5[split].paths
+            h5_hashes.update({rel: submit(sha256_file, root / rel) for rel in h5[split].paths})
         for split in plan.splits:
             if "tfrecord" in formats:
                 tfw = TFRecordWriter(root, split, len(plan.slots[split]),
@@ -201,11 +206,6 @@ def write(plan: Plan, src: Path, root: Path, recipe, o, submit, workers: int, pr
                 tfw.close()
                 outputs["tfrecord"][split] = tfw.paths
                 files.update(tfw.hashes)
-            if h5:
-                h5[split].close([(row, places.label[split][row], rec.labels, rec.out_name)
-                                 for row, rec in enumerate(places.held[split]) if rec is not None])
-                outputs["hdf5"][split] = h5[split].paths
-                h5_hashes.update({rel: submit(sha256_file, root / rel) for rel in h5[split].paths})
         files.update({rel: future.result() for rel, future in h5_hashes.items()})
     finally:
         emit.release()
