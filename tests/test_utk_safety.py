@@ -63,6 +63,33 @@ def test_fork_and_fork_server_workers_agree(utk_src, tmp_path):
     assert json.loads(forked)["files"] == served["files"]
 
 
+def test_a_build_that_fails_at_once_leaves_no_thread_traceback(utk_src, tmp_path, monkeypatch):
+    """With a fork server, a thread asks for the workers while the build scans; a build that fails at
+    once shuts the pool down under it, which must end that thread quietly (no traceback on stderr)."""
+    import importlib
+    import threading
+
+    build_module = importlib.import_module("datakit.builder.build")
+    monkeypatch.setattr(build_module, "start_method", lambda: "forkserver")
+
+    class SlowToAsk(build_module.ProcessPoolExecutor):  # the asking thread loses the race every time
+        def submit(self, fn, *args, **kwargs):
+            if threading.current_thread() is not threading.main_thread():
+                time.sleep(0.5)
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(build_module, "ProcessPoolExecutor", SlowToAsk)
+    errors = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    before = set(threading.enumerate())
+    src, _ = utk_src
+    with pytest.raises(DatakitError, match="fewer than per_class 999"):
+        utk.build(src, tmp_path / "o", per_class=999, size=32, workers=2)
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=60)
+    assert errors == []
+
+
 def test_short_class_fails_before_writing(utk_src, tmp_path):
     src, _ = utk_src
     out = tmp_path / "out"

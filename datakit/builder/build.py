@@ -454,5 +454,16 @@ def _pool(workers: int):
     if method == "fork":
         pool.submit(int)  # forks every worker now, before the pool's own thread starts
     else:
-        threading.Thread(target=lambda: [pool.submit(int) for _ in range(workers)], daemon=True).start()
+        threading.Thread(target=_ask_for_workers, args=(pool, workers), daemon=True).start()
     return pool
+
+
+def _ask_for_workers(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start the fork server's workers (one task each) ahead of the scan. A build that fails at
+    once (a short class, say) shuts the pool down meanwhile: then there is nothing left to start,
+    and no thread traceback may reach the user's stderr."""
+    try:
+        for _ in range(workers):
+            pool.submit(int)
+    except RuntimeError:  # "cannot schedule new futures after shutdown"
+        pass
