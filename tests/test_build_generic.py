@@ -373,7 +373,6 @@ def test_a_build_leaves_the_callers_garbage_collector_as_it_found_it(class_dirs,
     assert gc.get_freeze_count() == 0
     folder.build(class_dirs, tmp_path / "a", **kw)
     assert gc.get_freeze_count() == 0
-    keep = [object() for _ in range(3)], {"x": [1]}
     gc.freeze()
     frozen = gc.get_freeze_count()
     try:
@@ -381,7 +380,6 @@ def test_a_build_leaves_the_callers_garbage_collector_as_it_found_it(class_dirs,
         assert 0 < gc.get_freeze_count() <= frozen  # still frozen, and nothing of the build added
     finally:
         gc.unfreeze()
-    del keep
 
 
 def test_a_later_round_finds_the_groups_a_fresh_comparison_finds():

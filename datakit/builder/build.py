@@ -465,5 +465,5 @@ def _ask_for_workers(pool: ProcessPoolExecutor, workers: int) -> None:
     try:
         for _ in range(workers):
             pool.submit(int)
-    except RuntimeError:  # "cannot schedule new futures after shutdown"
+    except RuntimeError:  # shut down, or broken (BrokenProcessPool): the build's own calls report that
         pass
