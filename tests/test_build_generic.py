@@ -415,11 +415,13 @@ def test_near_pairs_within_equals_brute_force():
 
     rng = np.random.default_rng(3)
     base = rng.integers(0, 2 ** 63, 60, dtype=np.uint64)
-    flips = np.uint64(1) << rng.integers(0, 64, (60, 8)).astype(np.uint64)
+    flips = np.uint64(1) << rng.integers(0, 64, (60, 10)).astype(np.uint64)
     near = base.copy()
-    for k in range(1, 8):  # copies with k random bits flipped: some within the bound, some not
+    for k in range(1, 11):  # copies with k random bits flipped: some within the bound, some not
         near = np.concatenate([near, base ^ np.bitwise_or.reduce(flips[:, :k], axis=1)])
-    for max_bits in (3, 6):
+    crowd = (base[:20] & ~np.uint64(0xFFFF)) | rng.integers(0, 4, 20, dtype=np.uint64)  # faces crowd a few band keys
+    near = np.concatenate([near, crowd, crowd[:5]])  # and exact copies
+    for max_bits in (0, 3, 6, 7, 9):
         got = {tuple(p) for p in neardup.near_pairs_within(near, max_bits).tolist()}
         d = np.bitwise_count(near[:, None] ^ near[None, :])
         ii, jj = np.nonzero(np.triu(d <= max_bits, 1))

@@ -16,7 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from datakit.neardup import NEAR_BITS, NEAR_THUMB, near_pairs, near_pairs_within, small, standardized, summaries
+from datakit.neardup import (NEAR_BITS, NEAR_THUMB, near_pairs, near_pairs_within, small, sorted_unique,
+                             standardized, summaries)
 
 MODES = ("group", "drop", "keep")
 BITS_MARGIN, THUMB_MARGIN = 0, 0.02
@@ -60,7 +61,7 @@ def close_pairs(summ: list[tuple[int, bytes]], new: list[int] | None = None) -> 
         pairs = np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
     if not len(pairs):
         return []
-    rows = np.unique(pairs)
+    rows = sorted_unique(pairs)
     thumbs = standardized([np.frombuffer(summ[i][1], np.uint8) for i in rows.tolist()])
     a, b = np.searchsorted(rows, pairs[:, 0]), np.searchsorted(rows, pairs[:, 1])
     close = np.abs(thumbs[a] - thumbs[b]).mean(axis=1) <= MAX_THUMB
