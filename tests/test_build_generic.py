@@ -399,14 +399,16 @@ def test_a_later_round_finds_the_groups_a_fresh_comparison_finds():
     order = rng.permutation(len(pictures)).tolist()
     placed = order[:50]
     incremental = neargroups.Regroup("group", classes)
+    came = placed
     for step in range(4):
-        items = [(0, recs[i], "train", summ[i]) for i in placed]
-        incremental.round(items)
+        at = {recs[i].name: (0, recs[i], "train", k) for k, i in enumerate(placed)}.get
+        incremental.round([(recs[i].name, summ[i]) for i in came], at)
         fresh = neargroups.Regroup("group", classes)
-        fresh.round(items)
+        fresh.round([(recs[i].name, summ[i]) for i in placed], at)
         assert incremental._last == fresh._last and incremental.grouped == fresh.grouped, step
         assert step or incremental._last  # the first set already holds groups
-        placed = placed[7:] + order[50 + 8 * step:58 + 8 * step]  # some leave, spares come
+        came = order[50 + 8 * step:58 + 8 * step]
+        placed = placed[7:] + came  # some leave, spares come
     assert incremental.entry["compared"] == len(set(order[:50 + 8 * 3]))
 
 

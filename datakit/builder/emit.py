@@ -20,7 +20,7 @@ import numpy as np
 
 from datakit import tfrecord
 from datakit.builder.images import MAX_PIXELS, BadImage, decode
-from datakit.builder.neargroups import small_of_pixels, summarize_small
+from datakit.builder.neargroups import small_of_pixels, summarize, summarize_small
 from datakit.builder.scan import Record, read_regular
 
 
@@ -106,7 +106,7 @@ def _h5_place(sink: Sink, row: int) -> tuple[str, int, int]:
 
 
 def swap_rows(a: Sink, row_a: int, b: Sink, row_b: int) -> None:
-    """Exchange the pixels of two HDF5 rows (a picture moved between places, parent side)."""
+    """Exchange the pixels of two HDF5 rows (a picture moved between places)."""
     n = a.size * a.size * 3
     places = [_h5_place(a, row_a), _h5_place(b, row_b)]
     pixels = []
@@ -120,6 +120,33 @@ def swap_rows(a: Sink, row_a: int, b: Sink, row_b: int) -> None:
             os.pwrite(fd, data, offset)
         except OSError as exc:
             raise located(exc, path) from None
+
+
+def swap_all(swaps: list[tuple[Sink, int, Sink, int]]) -> None:
+    """`swap_rows` for each (sink, row, sink, row), in order: one task for a round's moves, on a
+    worker that already knows the chunk offsets (finding them costs more than the moves)."""
+    for a, row_a, b, row_b in swaps:
+        swap_rows(a, row_a, b, row_b)
+
+
+def fill(src: str, places: list[tuple[Sink, int, int]], spares: list[Record]) -> tuple[list, list, int]:
+    """Give each place (sink, row, label) of one class, in order, the next of `spares` that
+    decodes: ([(record, framed, folder hashes, summary) or None when the spares ran out],
+    [(record, reason)] of the spares that failed, how many spares were used)."""
+    out, failed, used = [], [], 0
+    for sink, row, label in places:
+        got = None
+        while got is None and used < len(spares):
+            record = spares[used]
+            used += 1
+            pixels, jpeg, err = load(src, record, sink.size, sink.max_pixels)
+            if err is not None:
+                failed.append((record, err))
+                continue
+            framed, hashes = emit(sink, row, label, record, pixels, jpeg)
+            got = (record, framed, hashes, summarize([pixels])[0] if sink.summaries else None)
+        out.append(got)
+    return out, failed, used
 
 
 def emit(sink: Sink, row: int, label: int, record: Record, pixels: np.ndarray, jpeg: bytes):

@@ -6,9 +6,10 @@
    "keep") its near-duplicate summary computed from the decoded pixels.
 2. The near-duplicate pass (datakit.builder.neargroups.Regroup) groups the placed pictures. A
    removed picture (conflicting labels, or the extra members under "drop") gives its place to the
-   class's next spare, decoded here; a group held by two splits is gathered into one by swapping
-   each member in another split with an ungrouped picture of the same class in the group's split
-   (two HDF5 chunks exchanged, two folder files renamed, two staged records exchanged), so every
+   class's next spare, decoded and written on the workers like the spare of a pick that failed
+   to decode; a group held by two splits is gathered into one by swapping each member in another
+   split with an ungrouped picture of the same class in the group's split (two HDF5 chunks
+   exchanged on a worker, two folder files renamed, two staged records exchanged), so every
    class keeps its count in every split. Then again, until nothing changes.
 3. The HDF5 label columns are written and the files handed to the workers to hash, then the
    TFRecord shards are written from the staging file in each split's order meanwhile.
@@ -20,12 +21,13 @@ split decoded every pick twice), and a group changes only the few places its mem
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections import Counter, deque
+from itertools import compress, islice
 from pathlib import Path
 
 from datakit.builder import emit, tfds_metadata
 from datakit.atomic import sha256_file
-from datakit.builder.neargroups import Regroup, summarize
+from datakit.builder.neargroups import Regroup
 from datakit.builder.select import Plan, shortage_table
 from datakit.builder.writers import HDF5Writer, TFRecordWriter, features, write_features_json
 from datakit.errors import DatakitError
@@ -49,10 +51,12 @@ def _in_order(submit, chunks, window: int):
 
 class _Places:
     """Every (split, row) of the build: its class, the record it holds (None: left empty under
-    allow_short), its staged TFRecord record and the near-duplicate summaries of what was decoded."""
+    allow_short), its staged TFRecord record and the near-duplicate summaries of what was decoded.
+    What needs the HDF5 chunk offsets (refills, row swaps) runs on the workers, which know them."""
 
-    def __init__(self, plan: Plan, src: Path, root: Path, o, sinks: dict, staging):
+    def __init__(self, plan: Plan, src: Path, root: Path, o, sinks: dict, staging, submit):
         self.plan, self.src, self.root, self.o, self.sinks, self.staging = plan, src, root, o, sinks, staging
+        self.submit = submit
         self.label = {s: [slot.label for slot in plan.slots[s]] for s in plan.splits}
         self.held: dict[str, list] = {s: [None] * len(plan.slots[s]) for s in plan.splits}
         self.staged: dict[str, list] = {s: [None] * len(plan.slots[s]) for s in plan.splits}
@@ -60,10 +64,16 @@ class _Places:
         self.files: dict[str, str] = {}
         self.skipped: list[dict] = []
         self.failed = {name: 0 for name in plan.classes}
+        self._last_failure: dict[str, tuple[str, str]] = {}
+        self._swaps: list[tuple] = []
+        self.where: dict[str, tuple[str, int]] = {}  # name -> (split, row) of every placed picture
+        self.fresh: list[str] = []  # the names placed since the near-duplicate pass last asked
         self._end = 0
 
     def put(self, split: str, row: int, record, framed, hashes: dict, summary) -> None:
         self.held[split][row] = record
+        self.where[record.name] = (split, row)
+        self.fresh.append(record.name)
         self.files.update(hashes)
         if framed is not None:
             try:
@@ -75,53 +85,69 @@ class _Places:
         if summary is not None:
             self.summary[record.name] = summary
 
-    def refill(self, split: str, row: int, record, err: str | None, near: bool = False) -> None:
-        """Give the place of `record`, which failed to decode (`err`) or was set aside as a
-        near-duplicate (`near`), to the class's next spare that decodes."""
-        label = self.label[split][row]
+    def failed_to_decode(self, label: int, record, err: str) -> None:
+        self.skipped.append({"file": record.name, "reason": err})
         name = self.plan.classes[label]
-        sink = self.sinks[split]
-        while True:
-            if err is not None:
-                self.skipped.append({"file": record.name, "reason": err})
-                self.failed[name] += 1
-            spares = self.plan.reserves[label]
-            if not spares:
-                if self.o.allow_short or near:  # a near-duplicate's shortage: `settle` reports it
-                    self.held[split][row] = self.staged[split][row] = None
-                    return
-                valid = {c: self.plan.available[c] - self.failed[c] for c in self.plan.classes}
-                raise DatakitError(
-                    f"{self.src}: class {name} has fewer than {self.plan.per_class} decodable images after "
-                    f"{self.failed[name]} failed to decode (last: {record.name}: {err}); nothing written\n"
-                    + shortage_table(self.plan.classes, valid, self.plan.per_class))
-            record = spares.pop(0)
-            pixels, jpeg, err = emit.load(self.src, record, self.o.size, self.o.max_pixels)
-            if err is None:
-                framed, hashes = emit.emit(sink, row, label, record, pixels, jpeg)
-                summary = summarize([pixels])[0] if sink.summaries else None
-                self.put(split, row, record, framed, hashes, summary)
-                return
+        self.failed[name] += 1
+        self._last_failure[name] = (record.name, err)
+
+    def fill(self, wanted: list[tuple[str, int]], near: bool = False) -> None:
+        """Give each empty place of `wanted` (a pick that failed to decode, or one set aside as a
+        near-duplicate: `near`) its class's next spare that decodes, in order, one task per class
+        on the workers. A class whose spares run out is short: an error, unless allow_short or
+        `near` (then `settle` reports it) leave the place empty."""
+        pending: dict[int, list] = {}
+        for split, row in wanted:
+            pending.setdefault(self.label[split][row], []).append((split, row))
+        while pending:
+            futures = []
+            for label, places in pending.items():
+                spares = self.plan.reserves[label][:2 * len(places) + 4]  # more go in another task
+                tasks = [(self.sinks[split], row, label) for split, row in places]
+                futures.append((label, places, self.submit(emit.fill, str(self.src), tasks, spares)))
+            pending = {}
+            for label, places, future in futures:
+                results, failures, used = future.result()
+                reserves = self.plan.reserves[label]
+                for record, err in failures:
+                    self.failed_to_decode(label, record, err)
+                del reserves[:used]
+                left = []
+                for (split, row), got in zip(places, results):
+                    if got is not None:
+                        self.put(split, row, *got)
+                    else:
+                        left.append((split, row))
+                if left and reserves:
+                    pending[label] = left
+                elif left and not (self.o.allow_short or near):
+                    name = self.plan.classes[label]
+                    valid = {c: self.plan.available[c] - self.failed[c] for c in self.plan.classes}
+                    last, err = self._last_failure[name]
+                    raise DatakitError(
+                        f"{self.src}: class {name} has fewer than {self.plan.per_class} decodable images after "
+                        f"{self.failed[name]} failed to decode (last: {last}: {err}); nothing written\n"
+                        + shortage_table(self.plan.classes, valid, self.plan.per_class))
 
     def set_aside(self, split: str, row: int, reason: str | None = None) -> None:
-        """Remove the picture at (split, row) (a near-duplicate) and refill its place."""
+        """Remove the picture at (split, row) (a near-duplicate); `fill` gives its place to a spare."""
         record = self.held[split][row]
         if reason:
             self.skipped.append({"file": record.name, "reason": reason})
         rel = emit.folder_rel(self.sinks[split], self.label[split][row], record)
         if self.files.pop(rel, None) is not None:
             os.unlink(self.root / rel)
+        del self.where[record.name]
         self.held[split][row] = self.staged[split][row] = None
-        self.refill(split, row, record, None, near=True)
 
     def swap(self, a: tuple[str, int], b: tuple[str, int]) -> None:
-        """Exchange the pictures of two places of one class."""
+        """Exchange the pictures of two places of one class (the HDF5 rows at the next `flush`)."""
         (sa, ra), (sb, rb) = a, b
         ka, kb = self.sinks[sa], self.sinks[sb]
         label = self.label[sa][ra]
         rec_a, rec_b = self.held[sa][ra], self.held[sb][rb]
         if ka.h5_paths:
-            emit.swap_rows(ka, ra, kb, rb)
+            self._swaps.append((ka, ra, kb, rb))
         if ka.folders:
             moves = [(emit.folder_rel(ka, label, rec_a), emit.folder_rel(kb, label, rec_a)),
                      (emit.folder_rel(kb, label, rec_b), emit.folder_rel(ka, label, rec_b))]
@@ -130,16 +156,34 @@ class _Places:
             digests = [self.files.pop(old) for old, _ in moves]
             self.files.update({new: d for (_, new), d in zip(moves, digests)})
         self.held[sa][ra], self.held[sb][rb] = rec_b, rec_a
+        self.where[rec_a.name], self.where[rec_b.name] = b, a
         self.staged[sa][ra], self.staged[sb][rb] = self.staged[sb][rb], self.staged[sa][ra]
 
-    def placed(self) -> list[tuple[str, int]]:
-        return [(s, r) for s in self.plan.splits for r, rec in enumerate(self.held[s]) if rec is not None]
+    def flush(self) -> None:
+        """Exchange the HDF5 rows of the swaps so far (one task, in order)."""
+        if self._swaps:
+            swaps, self._swaps = self._swaps, []
+            self.submit(emit.swap_all, swaps).result()
+
+    def at(self, name: str):
+        """(label, record, split, sort key of the place) of a placed picture, else None."""
+        place = self.where.get(name)
+        if place is None:
+            return None
+        split, row = place
+        return self.label[split][row], self.held[split][row], split, (self.plan.splits.index(split), row)
+
+    def take_fresh(self) -> list[tuple[str, tuple]]:
+        """(name, near-duplicate summary) of the pictures placed since the last call."""
+        names, self.fresh = self.fresh, []
+        return [(n, self.summary[n]) for n in names]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{split: {class: pictures placed}}."""
-        out = {split: {name: 0 for name in self.plan.classes} for split in self.plan.splits}
-        for split, row in self.placed():
-            out[split][self.plan.classes[self.label[split][row]]] += 1
+        out = {}
+        for split in self.plan.splits:
+            held = Counter(compress(self.label[split], (rec is not None for rec in self.held[split])))
+            out[split] = {name: held[label] for label, name in enumerate(self.plan.classes)}
         return out
 
     def records(self, split: str):
@@ -168,20 +212,23 @@ def write(plan: Plan, src: Path, root: Path, recipe, o, submit, workers: int, pr
                               summaries=regroup is not None) for split in plan.splits}
     staging = os.open(root / STAGING, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        places = _Places(plan, src, root, o, sinks, staging)
+        places = _Places(plan, src, root, o, sinks, staging, submit)
         bar = progress(desc="build", total=sum(len(v) for v in plan.slots.values()), unit="img")
         try:
+            failed = []
             for split in plan.splits:
                 tasks = [(row, slot.label, slot.record) for row, slot in enumerate(plan.slots[split])]
                 chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
                 work = lambda c, sink=sinks[split]: submit(emit.work, str(src), sink, c)  # noqa: E731
                 for chunk, results in _in_order(work, chunks, 2 * workers):
-                    for (row, _, record), (err, framed, hashes, summary) in zip(chunk, results):
+                    for (row, label, record), (err, framed, hashes, summary) in zip(chunk, results):
                         bar.update(1)
                         if err is None:
                             places.put(split, row, record, framed, hashes, summary)
                         else:  # a pick that does not decode: the class's next spare takes its place
-                            places.refill(split, row, record, err)
+                            places.failed_to_decode(label, record, err)
+                            failed.append((split, row))
+            places.fill(failed)
         finally:
             bar.close()
         if regroup is not None:
@@ -224,19 +271,19 @@ def settle(places: _Places, regroup: Regroup) -> None:
     """The near-duplicate pass over the placed pictures (the module doc, step 2)."""
     splits = places.plan.splits
     while True:
-        where = places.placed()  # every placed picture has its summary: it was decoded
-        items = [(places.label[s][r], places.held[s][r], s, places.summary[places.held[s][r].name])
-                 for s, r in where]
-        remove, gather = regroup.round(items)
+        remove, gather = regroup.round(places.take_fresh(), places.at)
         if not remove and not gather:
             break
         grouped = regroup.grouped  # never a partner of a swap: it would leave its own group
-        aside = {where[i]: None for i in remove}
-        for members in gather:
+        aside = {places.where[n]: None for n in remove}
+        for names in gather:
             aside.update({p: "near-duplicate of a picture in another split, which has no room to take it"
-                          for p in _gather(places, [where[i] for i in members], grouped)})
-        for place in sorted(aside, key=lambda p: (splits.index(p[0]), p[1])):
+                          for p in _gather(places, [places.where[n] for n in names], grouped)})
+        places.flush()
+        ordered = sorted(aside, key=lambda p: (splits.index(p[0]), p[1]))
+        for place in ordered:
             places.set_aside(*place, reason=aside[place])
+        places.fill(ordered, near=True)
         if not aside:
             break  # only moves: the same pictures, hence the same groups, now each in one split
     counts = places.counts()
@@ -248,7 +295,7 @@ def settle(places: _Places, regroup: Regroup) -> None:
             f"near-identical copies are set aside ({', '.join(short)}); nothing written (use allow_short to take "
             "what there is, or near_duplicates='keep')\n" + shortage_table(places.plan.classes, after, places.plan.per_class),
             param=("per_class", "allow_short", "near_duplicates"))
-    regroup.finish({places.held[s][r].name: s for s, r in places.placed()})
+    regroup.finish(lambda name: places.where[name][0])
 
 
 def _gather(places: _Places, members: list[tuple[str, int]], grouped: set[str]) -> list[tuple[str, int]]:
@@ -261,8 +308,9 @@ def _gather(places: _Places, members: list[tuple[str, int]], grouped: set[str]) 
     order = sorted((s for s in splits if held[s]), key=lambda s: (-held[s], splits.index(s)))
     for target in order:
         away = [m for m in members if m[0] != target]
-        partners = [(target, r) for r, rec in enumerate(places.held[target])
-                    if rec is not None and places.label[target][r] == label and rec.name not in grouped][:len(away)]
+        partners = list(islice(((target, r) for r, rec in enumerate(places.held[target])
+                                if rec is not None and places.label[target][r] == label and rec.name not in grouped),
+                               len(away)))
         if len(partners) == len(away):
             for m, p in zip(away, partners):
                 places.swap(m, p)

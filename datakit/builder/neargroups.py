@@ -68,9 +68,10 @@ def close_pairs(summ: list[tuple[int, bytes]], new: list[int] | None = None) -> 
     return [tuple(p) for p in pairs[close].tolist()]
 
 
-def groups_of(pairs) -> list[list[int]]:
-    """Connected pairs, as groups of two or more (each sorted), in order of their first member."""
-    parent: dict[int, int] = {}
+def groups_of(pairs) -> list[list]:
+    """Connected pairs (of any sortable keys), as groups of two or more (each sorted), in order of
+    their first member."""
+    parent: dict = {}
 
     def root(i):
         parent.setdefault(i, i)
@@ -83,7 +84,7 @@ def groups_of(pairs) -> list[list[int]]:
         a, b = root(i), root(j)
         if a != b:
             parent[max(a, b)] = min(a, b)
-    groups: dict[int, list[int]] = {}
+    groups: dict = {}
     for i in sorted(parent):
         groups.setdefault(root(i), []).append(i)
     return sorted(groups.values(), key=lambda g: g[0])
@@ -92,16 +93,17 @@ def groups_of(pairs) -> list[list[int]]:
 class Regroup:
     """What near-duplicate groups change in a build, round by round, and their manifest entry.
 
-    `round(items)` takes the pictures placed so far, as (label, record, split, summary), and groups
-    them across all classes. A group whose members disagree on the class is removed whole (like
-    byte-identical conflicts); with mode "drop" every other group keeps its first member (by name)
-    and the others are removed; with mode "group" a group held by more than one split is to be
-    gathered into one. It returns (indices to remove, groups to gather: lists of indices); the
-    caller gives a removed picture's place to the class's next spare and asks again, until nothing
-    changes; a later round compares only the pictures it has not seen (the spares) with the others,
-    as the pairs among the rest are known. Only the pictures the build takes (and the spares that
-    replace them) are compared: a near-identical copy of a pick that the build does not take cannot
-    leak across its splits."""
+    `round(new, at)` compares the pictures placed since the last round, `new` as (name, summary),
+    with every picture compared before (the pairs among those are known); `at(name)` says where a
+    picture is now: (label, record, split, sort key of its place), or None once it left. It groups
+    the near-identical pictures placed now, across all classes. A group whose members disagree on
+    the class is removed whole (like byte-identical conflicts); with mode "drop" every other group
+    keeps its first member (by name) and the others are removed; with mode "group" a group held by
+    more than one split is to be gathered into one. It returns (names to remove, groups to gather:
+    lists of names, in the order of their first place); the caller gives a removed picture's place
+    to the class's next spare and asks again with the spares, until nothing changes. Only the
+    pictures the build takes (and the spares that replace them) are compared: a near-identical
+    copy of a pick that the build does not take cannot leak across its splits."""
 
     def __init__(self, mode: str, classes):
         self.mode, self.classes = mode, classes
@@ -112,44 +114,47 @@ class Regroup:
         self._met: dict[tuple, int] = {}  # mode "drop": every group met, in any round
         self._last: list[tuple[int, list[str]]] = []  # mode "group": the groups of the last round
         self.grouped: set[str] = set()  # the names in a group of the last round
-        self._seen: set[str] = set()  # every picture compared so far
+        self._names: list[str] = []  # every picture compared so far
+        self._summ: list[tuple] = []  # and its summary
         self._close: set[tuple[str, str]] = set()  # and the near-identical pairs among them
 
-    def round(self, items: list[tuple]) -> tuple[list[int], list[list[int]]]:
-        remove: list[int] = []
-        gather: list[list[int]] = []
+    def round(self, new: list[tuple[str, tuple]], at) -> tuple[list[str], list[list[str]]]:
+        remove: list[str] = []
+        gather: list[list[str]] = []
         self._last = []
         self.grouped = set()
-        names = [rec.name for _, rec, _, _ in items]
-        summ = [summary for *_, summary in items]
-        new = [i for i, n in enumerate(names) if n not in self._seen]
-        self._seen.update(names)
-        self.entry["compared"] = len(self._seen)
-        pairs = close_pairs(summ, None if len(new) == len(names) else new)
-        self._close.update((names[i], names[j]) for i, j in pairs)
-        index = {n: i for i, n in enumerate(names)}
-        current = sorted((index[a], index[b]) for a, b in self._close if a in index and b in index)
-        for idx in groups_of(current):
-            members = sorted(idx, key=lambda i: names[i])
-            files = [names[i] for i in members]
+        seen = len(self._names)
+        known = set(self._names) if seen else set()
+        for name, summary in new:
+            if name not in known:
+                known.add(name)
+                self._names.append(name)
+                self._summ.append(summary)
+        self.entry["compared"] = len(self._names)
+        pairs = close_pairs(self._summ, list(range(seen, len(self._names))) if seen else None)
+        self._close.update((self._names[i], self._names[j]) for i, j in pairs)
+        where = {n: at(n) for pair in self._close for n in pair}
+        current = [pair for pair in self._close if where[pair[0]] and where[pair[1]]]
+        for files in sorted(groups_of(current), key=lambda g: min(where[n][3] for n in g)):
+            members = [where[n] for n in files]  # groups_of sorts each group: by name
             self.grouped.update(files)
-            labels = {items[i][0] for i in members}
+            labels = {m[0] for m in members}
             if len(labels) > 1:
                 self._conflicts[tuple(files)] = {
-                    "files": files, "labels": [{f: items[i][1].labels[f] for f in self.classes.by} for i in members],
+                    "files": files, "labels": [{f: m[1].labels[f] for f in self.classes.by} for m in members],
                     "reason": "near-identical pictures whose labels disagree on the class: no copy used"}
-                remove += members
+                remove += files
             elif self.mode == "drop":
-                self._met[tuple(files)] = items[members[0]][0]
-                remove += members[1:]
+                self._met[tuple(files)] = members[0][0]
+                remove += files[1:]
             else:
-                self._last.append((items[members[0]][0], files))
-                if len({items[i][2] for i in members}) > 1:
-                    gather.append(members)
+                self._last.append((members[0][0], files))
+                if len({m[2] for m in members}) > 1:
+                    gather.append(files)
         return remove, gather
 
-    def finish(self, split_of: dict[str, str]) -> None:
-        """Fill the manifest entry; `split_of` maps each placed picture's name to its split."""
+    def finish(self, split_of) -> None:
+        """Fill the manifest entry; `split_of(name)` is the split of a placed picture."""
         self.entry["conflicting"] = sorted(self._conflicts.values(), key=lambda c: c["files"])
         conflicted = {n for c in self._conflicts.values() for n in c["files"]}
         self.skipped = [{"file": n, "reason": "near-duplicate with conflicting labels"} for n in sorted(conflicted)]
@@ -158,7 +163,7 @@ class Regroup:
         for names, label in final:
             group = {"files": list(names), "class": self.classes.names[label]}
             if self.mode == "group":
-                group["split"] = split_of[names[0]]
+                group["split"] = split_of(names[0])
             self.entry["groups"].append(group)
         if self.mode == "drop":
             self.entry["dropped"] = sorted(n for names, _ in final for n in names[1:])
