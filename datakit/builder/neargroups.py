@@ -116,6 +116,7 @@ class Regroup:
         self.grouped: set[str] = set()  # the names in a group of the last round
         self._names: list[str] = []  # every picture compared so far
         self._summ: list[tuple] = []  # and its summary
+        self._seen: set[str] = set()  # the same names, to look up
         self._close: set[tuple[str, str]] = set()  # and the near-identical pairs among them
 
     def round(self, new: list[tuple[str, tuple]], at) -> tuple[list[str], list[list[str]]]:
@@ -124,10 +125,9 @@ class Regroup:
         self._last = []
         self.grouped = set()
         seen = len(self._names)
-        known = set(self._names) if seen else set()
         for name, summary in new:
-            if name not in known:
-                known.add(name)
+            if name not in self._seen:
+                self._seen.add(name)
                 self._names.append(name)
                 self._summ.append(summary)
         self.entry["compared"] = len(self._names)
