@@ -20,7 +20,7 @@ import numpy as np
 
 from datakit import tfrecord
 from datakit.builder.images import MAX_PIXELS, BadImage, decode
-from datakit.builder.neargroups import small_of_pixels, summarize, summarize_small
+from datakit.builder.neargroups import Summaries, summarize
 from datakit.builder.scan import Record, read_regular
 
 
@@ -175,15 +175,16 @@ def emit(sink: Sink, row: int, label: int, record: Record, pixels: np.ndarray, j
 def work(src: str, sink: Sink, tasks: list[tuple[int, int, Record]]) -> list[tuple]:
     """A chunk of (row, label, record): [(error or None, framed or None, folder hashes, near-duplicate
     summary or None)] in order."""
-    out, smalls = [], []
+    out, summaries, done = [], Summaries(len(tasks)) if sink.summaries else None, []
     for row, label, record in tasks:
         pixels, jpeg, err = load(src, record, sink.size, sink.max_pixels)
         if err:
             out.append((err, None, {}, None))
             continue
+        if summaries is not None:  # first, while the decoded pixels are still in cache
+            summaries.add(pixels)
+            done.append(len(out))
         out.append((None, *emit(sink, row, label, record, pixels, jpeg), None))
-        if sink.summaries:
-            smalls.append((len(out) - 1, small_of_pixels(pixels)))
-    for (i, _), summary in zip(smalls, summarize_small([s for _, s in smalls])):
+    for i, summary in zip(done, summaries.done() if summaries is not None else ()):
         out[i] = out[i][:3] + (summary,)
     return out

@@ -25,26 +25,42 @@ MAX_BITS, MAX_THUMB = NEAR_BITS + BITS_MARGIN, NEAR_THUMB + THUMB_MARGIN
 REDUCED = 64  # side of the bilinear step before the area average (2x doctor's 32: no aliasing to speak of)
 
 
-def small_of_pixels(pixels: np.ndarray) -> np.ndarray:
-    """The 32x32 RGB summary picture of decoded pixels (what `neardup.small` gives, faster)."""
+def small_of_pixels(pixels: np.ndarray, out: np.ndarray | None = None, mid: np.ndarray | None = None) -> np.ndarray:
+    """The 32x32 RGB summary picture of decoded pixels (what `neardup.small` gives, faster); `out`
+    (32, 32, 3) and `mid` (REDUCED, REDUCED, 3) uint8, when given, are written instead of new arrays."""
     h, w = pixels.shape[:2]
     if min(h, w) > REDUCED:
-        pixels = cv2.resize(pixels, (REDUCED, REDUCED), interpolation=cv2.INTER_LINEAR)
-    return small(pixels)
+        pixels = cv2.resize(pixels, (REDUCED, REDUCED), dst=mid, interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(np.ascontiguousarray(pixels), (32, 32), dst=out, interpolation=cv2.INTER_AREA)
+
+
+class Summaries:
+    """The summaries of up to `capacity` pictures: each is reduced as soon as it is decoded, while its
+    pixels are still in cache, into one array that is summarised at once (no per-picture arrays)."""
+
+    def __init__(self, capacity: int):
+        self._small = np.empty((capacity, 32, 32, 3), np.uint8)
+        self._mid = np.empty((REDUCED, REDUCED, 3), np.uint8)
+        self._n = 0
+
+    def add(self, pixels: np.ndarray) -> None:
+        small_of_pixels(pixels, self._small[self._n], self._mid)
+        self._n += 1
+
+    def done(self) -> list[tuple[int, bytes]]:
+        """(phash, thumbnail bytes) of every picture added, in order."""
+        if not self._n:
+            return []
+        hashes, thumbs = summaries(self._small[:self._n])
+        return list(zip(hashes.tolist(), (t.tobytes() for t in thumbs)))
 
 
 def summarize(pixels: list[np.ndarray]) -> list[tuple[int, bytes]]:
     """(phash, thumbnail bytes) of each decoded picture."""
-    return summarize_small([small_of_pixels(p) for p in pixels])
-
-
-def summarize_small(smalls: list[np.ndarray]) -> list[tuple[int, bytes]]:
-    """`summarize` of pictures already reduced by `small_of_pixels` (the workers reduce each picture
-    while its pixels are still in cache, and summarise a chunk's at once)."""
-    if not smalls:
-        return []
-    hashes, thumbs = summaries(np.stack(smalls))
-    return [(int(h), t.tobytes()) for h, t in zip(hashes, thumbs)]
+    batch = Summaries(len(pixels))
+    for p in pixels:
+        batch.add(p)
+    return batch.done()
 
 
 def close_pairs(summ: list[tuple[int, bytes]], new: list[int] | None = None) -> list[tuple[int, int]]:
