@@ -11,8 +11,6 @@ distinct pictures that merely look alike (same colour, a circle a few pixels awa
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import cv2
 import numpy as np
 
@@ -39,35 +37,12 @@ def thumb(small32: np.ndarray) -> np.ndarray:
 
 
 def near_pairs(hashes_a: np.ndarray, hashes_b: np.ndarray, max_bits: int = NEAR_BITS) -> list[tuple[int, np.ndarray]]:
-    """For each i in a, the indices j in b with popcount(a[i] ^ b[j]) <= max_bits.
-
-    Multi-index hashing: the 64 bits are cut into max_bits + 1 bands; two hashes within max_bits
-    differ in at most max_bits bands, so they agree exactly on at least one band. Candidates come
-    from sorted band keys (binary search), then the full distance is checked: O((N + M) log M)
-    plus the true candidates, instead of N x M comparisons.
-    """
-    a = np.asarray(hashes_a, dtype=np.uint64)
-    b = np.asarray(hashes_b, dtype=np.uint64)
-    if not len(a) or not len(b):
+    """For each i in a with a match, (i, the sorted indices j in b with popcount(a[i] ^ b[j]) <= max_bits)."""
+    pairs = near_pairs_between(hashes_a, hashes_b, max_bits)
+    if not len(pairs):
         return []
-    bands = max_bits + 1
-    edges = np.linspace(0, 64, bands + 1).astype(int)
-    found: dict[int, set] = defaultdict(set)
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        mask = np.uint64((1 << int(hi - lo)) - 1)
-        ka = (a >> np.uint64(lo)) & mask
-        kb = (b >> np.uint64(lo)) & mask
-        order = np.argsort(kb, kind="stable")
-        sorted_kb = kb[order]
-        left = np.searchsorted(sorted_kb, ka, "left")
-        right = np.searchsorted(sorted_kb, ka, "right")
-        for i in np.nonzero(right > left)[0]:
-            cand = order[left[i]:right[i]]
-            dist = np.bitwise_count(b[cand] ^ a[i])
-            hit = cand[dist <= max_bits]
-            if len(hit):
-                found[int(i)].update(hit.tolist())
-    return [(i, np.array(sorted(js))) for i, js in sorted(found.items())]
+    cuts = np.flatnonzero(pairs[1:, 0] != pairs[:-1, 0]) + 1
+    return [(int(run[0, 0]), run[:, 1]) for run in np.split(pairs, cuts)]
 
 
 def standardized(thumbs) -> np.ndarray:
@@ -112,28 +87,47 @@ def summaries(smalls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hashes, thumbs
 
 
+def _bands(max_bits: int) -> list[tuple[int, int]]:
+    """B = max(4, max_bits // 2 + 1) bands of at most 16 bits: two hashes within max_bits < 2B
+    differ by at most one bit in some band (pigeonhole)."""
+    edges = np.linspace(0, 64, max(4, max_bits // 2 + 1) + 1).astype(int).tolist()
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _band_keys(h: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    return ((h >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)).astype(np.int64)
+
+
+def _table(keys: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, count, start): the hashes sorted by band key, and where each key's run begins in it
+    (a lookup table over every key of the band, no search)."""
+    order = np.argsort(keys, kind="stable")
+    count = np.bincount(keys, minlength=1 << width)
+    return order, count, np.cumsum(count) - count
+
+
+def _pairs(parts: list[np.ndarray], n: int) -> np.ndarray:
+    flat = sorted_unique(np.concatenate(parts))
+    return np.stack([flat // n, flat % n], axis=1)
+
+
 def near_pairs_within(hashes: np.ndarray, max_bits: int = NEAR_BITS) -> np.ndarray:
     """Every pair (i, j), i < j, of `hashes` at most max_bits apart: int64 [P, 2], sorted.
 
-    The 64 bits are cut into B = max(4, max_bits // 2 + 1) bands of at most 16 bits; two hashes
-    within max_bits < 2B differ by at most one bit in some band, so each band pairs the hashes of
-    equal keys and of keys one bit apart (a lookup table per band, no search), and the full
-    distance is checked on those candidates. Wider bands than `near_pairs`' single-key ones: face
-    hashes crowd a few 9-bit keys, and the candidates fall to about a fifth. All in numpy index
-    arithmetic, no Python loop per picture."""
+    Each band (`_bands`) pairs the hashes of equal keys and of keys one bit apart, and the full
+    distance is checked on those candidates. Wider bands than single-key multi-index hashing
+    (max_bits + 1 bands that must match exactly): face hashes crowd a few 9-bit keys, and the
+    candidates fall to about a fifth. All in numpy index arithmetic, no Python loop per picture."""
     h = np.asarray(hashes, dtype=np.uint64)
     n = len(h)
     if n < 2:
         return np.zeros((0, 2), np.int64)
-    edges = np.linspace(0, 64, max(4, max_bits // 2 + 1) + 1).astype(int)
     pos = np.arange(n)
     found = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        width = int(hi - lo)
-        keys = ((h >> np.uint64(lo)) & np.uint64((1 << width) - 1)).astype(np.int64)
-        order = np.argsort(keys, kind="stable")
-        count = np.bincount(keys, minlength=1 << width)
-        start = np.cumsum(count) - count  # where each key's run begins in `order`
+    for lo, hi in _bands(max_bits):
+        width = hi - lo
+        keys = _band_keys(h, lo, hi)
+        order, count, start = _table(keys, width)
         # keys one bit apart, each pair once: the flip that sets a bit the key lacks
         flipped = keys[:, None] ^ (np.int64(1) << np.arange(width))
         up = flipped > keys[:, None]
@@ -147,8 +141,28 @@ def near_pairs_within(hashes: np.ndarray, max_bits: int = NEAR_BITS) -> np.ndarr
         close = np.bitwise_count(h[a] ^ h[b]) <= max_bits
         a, b = a[close], b[close]
         found.append(np.minimum(a, b) * n + np.maximum(a, b))
-    flat = sorted_unique(np.concatenate(found))
-    return np.stack([flat // n, flat % n], axis=1)
+    return _pairs(found, n)
+
+
+def near_pairs_between(hashes_a: np.ndarray, hashes_b: np.ndarray, max_bits: int = NEAR_BITS) -> np.ndarray:
+    """Every pair (i, j) with popcount(a[i] ^ b[j]) <= max_bits: int64 [P, 2], sorted. The bands of
+    `near_pairs_within`, with the table on b and each key of a looked up with its one-bit flips."""
+    a = np.asarray(hashes_a, dtype=np.uint64)
+    b = np.asarray(hashes_b, dtype=np.uint64)
+    if not len(a) or not len(b):
+        return np.zeros((0, 2), np.int64)
+    nb = len(b)
+    found = []
+    for lo, hi in _bands(max_bits):
+        width = hi - lo
+        order, count, start = _table(_band_keys(b, lo, hi), width)
+        ka = _band_keys(a, lo, hi)
+        key = np.concatenate([ka[:, None], ka[:, None] ^ (np.int64(1) << np.arange(width))], axis=1).ravel()
+        ia = np.repeat(np.arange(len(a)).repeat(width + 1), count[key])
+        jb = order[_runs(start[key], count[key])]
+        close = np.bitwise_count(a[ia] ^ b[jb]) <= max_bits
+        found.append(ia[close] * nb + jb[close])
+    return _pairs(found, nb)
 
 
 def _runs(first: np.ndarray, length: np.ndarray) -> np.ndarray:

@@ -428,3 +428,25 @@ def test_near_pairs_within_equals_brute_force():
         d = np.bitwise_count(near[:, None] ^ near[None, :])
         ii, jj = np.nonzero(np.triu(d <= max_bits, 1))
         assert got == set(zip(ii.tolist(), jj.tolist())) and got
+        # between two sets (a build's later pictures against the earlier ones): every pair, both orders
+        side = np.random.default_rng(max_bits).random(len(near)) < 0.3  # copies of one picture fall on both sides
+        a, b = near[side], near[~side]
+        across = np.bitwise_count(a[:, None] ^ b[None, :]) <= max_bits
+        want = set(zip(*(x.tolist() for x in np.nonzero(across))))
+        assert {tuple(p) for p in neardup.near_pairs_between(a, b, max_bits).tolist()} == want and want
+        assert {tuple(p) for p in neardup.near_pairs_between(b, a, max_bits)[:, ::-1].tolist()} == want
+
+
+def test_close_pairs_in_steps_equal_one_search():
+    """A build searches what it has placed so far early, then the rest against it: the same pairs."""
+    from datakit.builder import neargroups
+
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 2 ** 63, 40, dtype=np.uint64)
+    hashes = np.concatenate([base, base ^ (np.uint64(1) << rng.integers(0, 64, 40).astype(np.uint64)), base[:6]])
+    summ = [(int(h), bytes(192)) for h in rng.permutation(hashes)]  # equal thumbnails: the hashes decide
+    whole = set(neargroups.close_pairs(summ))
+    assert len(whole) > 40
+    for seen in (1, 17, 50, len(summ) - 1):
+        assert set(neargroups.close_pairs(summ[:seen])) | set(neargroups.close_pairs(summ, seen)) == whole
+    assert neargroups.close_pairs(summ, len(summ)) == [] and neargroups.close_pairs(summ[:1]) == []

@@ -3,7 +3,9 @@
 1. Every pick is decoded once on the workers (datakit.builder.emit) and written to its place
    (split, row) of the plan, which is the plan of `near_duplicates="keep"`: its folder copy and
    its HDF5 row in place, its framed TFRecord record appended to a staging file, and (unless
-   "keep") its near-duplicate summary computed from the decoded pixels.
+   "keep") its near-duplicate summary computed from the decoded pixels. The chunks of every split
+   go to the workers as one stream; once the last ones are sent, the search for near-identical
+   pairs runs on what is placed so far while the workers write those.
 2. The near-duplicate pass (datakit.builder.neargroups.Regroup) groups the placed pictures. A
    removed picture (conflicting labels, or the extra members under "drop") gives its place to the
    class's next spare, decoded and written on the workers like the spare of a pick that failed
@@ -216,18 +218,23 @@ def write(plan: Plan, src: Path, root: Path, recipe, o, submit, workers: int, pr
         bar = progress(desc="build", total=sum(len(v) for v in plan.slots.values()), unit="img")
         try:
             failed = []
+            jobs = []  # one stream over every split: no worker waits at a split's end
             for split in plan.splits:
                 tasks = [(row, slot.label, slot.record) for row, slot in enumerate(plan.slots[split])]
-                chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-                work = lambda c, sink=sinks[split]: submit(emit.work, str(src), sink, c)  # noqa: E731
-                for chunk, results in _in_order(work, chunks, 2 * workers):
-                    for (row, label, record), (err, framed, hashes, summary) in zip(chunk, results):
-                        bar.update(1)
-                        if err is None:
-                            places.put(split, row, record, framed, hashes, summary)
-                        else:  # a pick that does not decode: the class's next spare takes its place
-                            places.failed_to_decode(label, record, err)
-                            failed.append((split, row))
+                jobs += [(split, tasks[i:i + CHUNK]) for i in range(0, len(tasks), CHUNK)]
+            work = lambda job: submit(emit.work, str(src), sinks[job[0]], job[1])  # noqa: E731
+            for k, ((split, chunk), results) in enumerate(_in_order(work, jobs, 2 * workers), 1):
+                for (row, label, record), (err, framed, hashes, summary) in zip(chunk, results):
+                    bar.update(1)
+                    if err is None:
+                        places.put(split, row, record, framed, hashes, summary)
+                    else:  # a pick that does not decode: the class's next spare takes its place
+                        places.failed_to_decode(label, record, err)
+                        failed.append((split, row))
+                if regroup is not None and k == len(jobs) - 2 * workers:
+                    # the near-duplicate search, on what is placed so far, while the workers write
+                    # the last chunks: the build's serial end keeps only the search for those
+                    regroup.compare(places.take_fresh())
             places.fill(failed)
         finally:
             bar.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from datakit.neardup import (NEAR_BITS, NEAR_THUMB, near_pairs, near_pairs_within, small, sorted_unique,
+from datakit.neardup import (NEAR_BITS, NEAR_THUMB, near_pairs_between, near_pairs_within, small, sorted_unique,
                              standardized, summaries)
 
 MODES = ("group", "drop", "keep")
@@ -63,18 +63,16 @@ def summarize(pixels: list[np.ndarray]) -> list[tuple[int, bytes]]:
     return batch.done()
 
 
-def close_pairs(summ: list[tuple[int, bytes]], new: list[int] | None = None) -> list[tuple[int, int]]:
-    """Pairs (i, j), i < j, of near-identical pictures among `summ`; with `new` (indices into it),
-    only the pairs that involve one of those (the rest are known from an earlier round)."""
-    if len(summ) < 2 or (new is not None and not new):
+def close_pairs(summ: list[tuple[int, bytes]], seen: int = 0) -> list[tuple[int, int]]:
+    """Pairs (i, j), i < j, of near-identical pictures among `summ`, leaving out the pairs among its
+    first `seen` (known from an earlier round)."""
+    if len(summ) - seen < 1 or len(summ) < 2:
         return []
     hashes = np.array([h for h, _ in summ], dtype=np.uint64)
-    if new is None:
-        pairs = near_pairs_within(hashes, MAX_BITS)
-    else:
-        found = {(min(new[i], j), max(new[i], j)) for i, js in near_pairs(hashes[new], hashes, MAX_BITS)
-                 for j in js.tolist() if j != new[i]}
-        pairs = np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
+    pairs = near_pairs_within(hashes[seen:], MAX_BITS) + seen
+    if seen:
+        across = near_pairs_between(hashes[seen:], hashes[:seen], MAX_BITS)  # the table on the larger side
+        pairs = np.concatenate([across[:, ::-1] + np.array([0, seen]), pairs])
     if not len(pairs):
         return []
     rows = sorted_unique(pairs)
@@ -135,11 +133,9 @@ class Regroup:
         self._seen: set[str] = set()  # the same names, to look up
         self._close: set[tuple[str, str]] = set()  # and the near-identical pairs among them
 
-    def round(self, new: list[tuple[str, tuple]], at) -> tuple[list[str], list[list[str]]]:
-        remove: list[str] = []
-        gather: list[list[str]] = []
-        self._last = []
-        self.grouped = set()
+    def compare(self, new: list[tuple[str, tuple]]) -> None:
+        """Find the near-identical pairs that involve `new` (name, summary) and no picture compared
+        before: the search part of `round`, which a build runs early on what it has placed so far."""
         seen = len(self._names)
         for name, summary in new:
             if name not in self._seen:
@@ -147,8 +143,15 @@ class Regroup:
                 self._names.append(name)
                 self._summ.append(summary)
         self.entry["compared"] = len(self._names)
-        pairs = close_pairs(self._summ, list(range(seen, len(self._names))) if seen else None)
+        pairs = close_pairs(self._summ, seen)
         self._close.update((self._names[i], self._names[j]) for i, j in pairs)
+
+    def round(self, new: list[tuple[str, tuple]], at) -> tuple[list[str], list[list[str]]]:
+        remove: list[str] = []
+        gather: list[list[str]] = []
+        self._last = []
+        self.grouped = set()
+        self.compare(new)
         where = {n: at(n) for pair in self._close for n in pair}
         current = [pair for pair in self._close if where[pair[0]] and where[pair[1]]]
         for files in sorted(groups_of(current), key=lambda g: min(where[n][3] for n in g)):
