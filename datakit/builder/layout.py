@@ -293,9 +293,11 @@ def settle(places: _Places, regroup: Regroup) -> None:
         places.fill(ordered, near=True)
         if not aside:
             break  # only moves: the same pictures, hence the same groups, now each in one split
-    counts = places.counts()
-    after = {c: sum(counts[s][c] for s in splits) for c in places.plan.classes}
-    short = [c for c in places.plan.classes if after[c] < places.plan.per_class]
+    short = []
+    if any(rec is None for s in splits for rec in places.held[s]):  # else every class has all its places
+        counts = places.counts()
+        after = {c: sum(counts[s][c] for s in splits) for c in places.plan.classes}
+        short = [c for c in places.plan.classes if after[c] < places.plan.per_class]
     if short and not places.o.allow_short:
         raise DatakitError(
             f"{places.src}: {len(short)} class(es) have fewer than per_class {places.plan.per_class} images once "
