@@ -6,8 +6,9 @@ Makes a synthetic UTKFace folder (700 pictures per race x gender cell, 200 px), 
 build-utk (all three formats: 5600 pictures each, about 730 MB on disk), then runs `doctor` in fresh
 subprocesses, alternating 1 thread and all cores, and reports wall seconds and peak RSS (from
 wait4) next to the same figures for a process that only imports the modules (the baseline), the
-build time and the output size. It also times the near-duplicate search (multi-index hashing)
-against the brute-force all-pairs popcount on the same hashes. --work keeps and reuses the build.
+build time and the output size. It also times the near-duplicate search (`neardup.near_pairs`:
+bands with lookup tables) against the brute-force all-pairs popcount on the same hashes. --work
+keeps and reuses the build.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def near_dup_timing(build: Path) -> list[str]:
         t_brute = time.perf_counter() - t0
         found = sum(len(js) for _, js in fast)
         assert found == brute, (found, brute)
-        lines.append(f"  {what}: multi-index {t_fast * 1000:.0f} ms, brute force {t_brute * 1000:.0f} ms "
+        lines.append(f"  {what}: banded search {t_fast * 1000:.0f} ms, brute force {t_brute * 1000:.0f} ms "
                      f"(x{t_brute / t_fast:.1f}); {found} pairs within {neardup.NEAR_BITS} bits, same in both")
     return lines
 
