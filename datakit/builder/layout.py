@@ -231,7 +231,7 @@ def write(plan: Plan, src: Path, root: Path, recipe, o, submit, workers: int, pr
                     else:  # a pick that does not decode: the class's next spare takes its place
                         places.failed_to_decode(label, record, err)
                         failed.append((split, row))
-                if regroup is not None and k == len(jobs) - 2 * workers:
+                if regroup is not None and k == len(jobs) - 2 * workers + 1:  # the last chunk was just sent
                     # the near-duplicate search, on what is placed so far, while the workers write
                     # the last chunks: the build's serial end keeps only the search for those
                     regroup.compare(places.take_fresh())
