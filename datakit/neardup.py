@@ -18,9 +18,10 @@ NEAR_BITS = 6
 NEAR_THUMB = 0.08
 
 
-def small(pixels: np.ndarray) -> np.ndarray:
-    """The 32x32 area-averaged picture both summaries are computed from."""
-    return cv2.resize(np.ascontiguousarray(pixels), (32, 32), interpolation=cv2.INTER_AREA)
+def small(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The 32x32 area-averaged picture both summaries are computed from (written into `out`,
+    (32, 32, 3) uint8, when given)."""
+    return cv2.resize(np.ascontiguousarray(pixels), (32, 32), dst=out, interpolation=cv2.INTER_AREA)
 
 
 def phash(small32: np.ndarray) -> int:

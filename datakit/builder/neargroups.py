@@ -31,7 +31,7 @@ def small_of_pixels(pixels: np.ndarray, out: np.ndarray | None = None, mid: np.n
     h, w = pixels.shape[:2]
     if min(h, w) > REDUCED:
         pixels = cv2.resize(pixels, (REDUCED, REDUCED), dst=mid, interpolation=cv2.INTER_LINEAR)
-    return cv2.resize(np.ascontiguousarray(pixels), (32, 32), dst=out, interpolation=cv2.INTER_AREA)
+    return small(pixels, out)
 
 
 class Summaries:
