@@ -30,6 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_build_utk import utk_like_source  # noqa: E402
 
 
+PASS_FUNCTIONS = (  # (owner, function, what it does), every one timed
+    ("Summaries", "add", "reduce each decoded picture (Summaries.add)"),
+    ("Summaries", "done", "hash and thumbnail a chunk (Summaries.done)"),
+    ("emit", "summarize", "a spare's summary (emit.fill)"),
+    ("Regroup", "compare", "early search (Regroup.compare)"),
+    ("layout", "settle", "rounds, moves and spares (layout.settle)"),
+)
+
+
 class PassTimers:
     """Thread-CPU timers around the pass's functions (one worker: they all run in this thread)."""
 
@@ -37,15 +46,12 @@ class PassTimers:
         from datakit.builder import emit, layout, neargroups
 
         self.total = 0.0
-        self.calls = 0
         self.by: dict[str, float] = {}  # the same CPU, by outermost function
         self._depth = 0  # settle calls compare, fill calls summarize: each CPU second counted once
         self._undo = []
-        self._wrap(neargroups.Summaries, "add")
-        self._wrap(neargroups.Summaries, "done")
-        self._wrap(neargroups.Regroup, "compare")  # the early search
-        self._wrap(layout, "settle")  # the rounds, with the spares that replace set-aside pictures
-        self._wrap(emit, "summarize")  # a spare's summary (emit.fill)
+        owners = {"Summaries": neargroups.Summaries, "Regroup": neargroups.Regroup, "layout": layout, "emit": emit}
+        for owner, attr, _ in PASS_FUNCTIONS:
+            self._wrap(owners[owner], attr)
 
     def _wrap(self, owner, attr):
         original = getattr(owner, attr)
@@ -61,14 +67,13 @@ class PassTimers:
                 spent = time.thread_time() - t
                 self.total += spent
                 self.by[attr] = self.by.get(attr, 0.0) + spent
-                self.calls += 1
                 self._depth -= 1
 
         setattr(owner, attr, timed)
         self._undo.append((owner, attr, original))
 
     def reset(self) -> None:
-        self.total, self.calls, self.by = 0.0, 0, {}
+        self.total, self.by = 0.0, {}
 
     def remove(self) -> None:
         for owner, attr, original in reversed(self._undo):
@@ -140,7 +145,7 @@ def main() -> None:
         "pass_cpu_median_s": round(pass_s, 3), "pass_share_of_group_build": round(pass_s / group_cpu, 4),
         "pass_us_per_picture": round(pass_s / pictures * 1e6, 1),
         "pass_by_function_median_s": {f: round(statistics.median(r["pass_by"].get(f, 0.0) for r in runs["group"]), 4)
-                                      for f in ("add", "done", "summarize", "compare", "settle")},
+                                      for _, f, _ in PASS_FUNCTIONS},
         "paired_cpu_diff_s": [round(d, 3) for d in diffs], "paired_cpu_diff_median_s": round(statistics.median(diffs), 3),
         "summaries_cpu_per_wall_by_batch": summaries_cpu_per_wall(),
         "keep_wall_median_s": round(med("keep", "wall_s"), 3), "group_wall_median_s": round(med("group", "wall_s"), 3),
@@ -152,11 +157,8 @@ def main() -> None:
     print(f"  build CPU, median: keep {result['keep_cpu_median_s']:.2f} s, group {group_cpu:.2f} s")
     print(f"  the pass's own code (timed): {pass_s:.3f} s = {result['pass_share_of_group_build']:.1%} of the group "
           f"build, {result['pass_us_per_picture']:.1f} us a picture")
-    names = {"add": "reduce each decoded picture (Summaries.add)", "done": "hash and thumbnail a chunk (Summaries.done)",
-             "summarize": "a spare's summary", "compare": "early search (Regroup.compare)",
-             "settle": "rounds, moves and spares (layout.settle)"}
-    for f, s in result["pass_by_function_median_s"].items():
-        print(f"    {names[f]:45s} {s * 1000:7.1f} ms")
+    for _, f, what in PASS_FUNCTIONS:
+        print(f"    {what:45s} {result['pass_by_function_median_s'][f] * 1000:7.1f} ms")
     print(f"  paired CPU difference group - keep: median {result['paired_cpu_diff_median_s']:+.3f} s "
           f"({', '.join(f'{d:+.2f}' for d in diffs)})")
     print("  CPU / wall of the summaries by batch size (1 = no BLAS threads woken): "

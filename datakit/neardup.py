@@ -63,7 +63,6 @@ def _dct_rows(n: int = 32, k: int = 8) -> np.ndarray:
 
 
 _DCT8 = _dct_rows()
-_DCT8_T = np.ascontiguousarray(_DCT8.T)
 
 
 def summaries(smalls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +81,7 @@ def summaries(smalls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # order OpenBLAS stays on the calling thread (`D @ g` first would wake its threads for small
     # batches, and they spin on cores the other worker processes need); several times faster
     # than OpenCV's gemm for these shapes
-    dct = np.matmul(_DCT8, gray @ _DCT8_T).reshape(n, 64)
+    dct = np.matmul(_DCT8, gray @ _DCT8.T).reshape(n, 64)
     median = np.partition(dct[:, 1:], 31, axis=1)[:, 31:32]
     hashes = np.packbits(dct > median, axis=1).view(">u8").ravel().astype(np.uint64)
     thumbs = cv2.resize(tall, (8, n * 8), interpolation=cv2.INTER_AREA).reshape(n, 8, 8, 3)
