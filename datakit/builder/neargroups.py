@@ -25,33 +25,40 @@ MAX_BITS, MAX_THUMB = NEAR_BITS + BITS_MARGIN, NEAR_THUMB + THUMB_MARGIN
 REDUCED = 64  # side of the bilinear step before the area average (2x doctor's 32: no aliasing to speak of)
 
 
-def small_of_pixels(pixels: np.ndarray, out: np.ndarray | None = None, mid: np.ndarray | None = None) -> np.ndarray:
-    """The 32x32 RGB summary picture of decoded pixels (what `neardup.small` gives, faster); `out`
-    (32, 32, 3) and `mid` (REDUCED, REDUCED, 3) uint8, when given, are written instead of new arrays."""
-    h, w = pixels.shape[:2]
-    if min(h, w) > REDUCED:
-        pixels = cv2.resize(pixels, (REDUCED, REDUCED), dst=mid, interpolation=cv2.INTER_LINEAR)
-    return small(pixels, out)
-
-
 class Summaries:
-    """The summaries of up to `capacity` pictures: each is reduced as soon as it is decoded, while its
-    pixels are still in cache, into one array that is summarised at once (no per-picture arrays)."""
+    """The summaries of up to `capacity` pictures. Each picture's bilinear step runs as soon as it is
+    decoded, while its pixels are still in cache, into one tall array of REDUCED-px pictures; the
+    area step to 32 px (2x2 blocks that never cross two pictures), the hash and the thumbnail run
+    once for the whole batch, not once a picture."""
 
     def __init__(self, capacity: int):
-        self._small = np.empty((capacity, 32, 32, 3), np.uint8)
-        self._mid = np.empty((REDUCED, REDUCED, 3), np.uint8)
+        self._mid = np.empty((capacity, REDUCED, REDUCED, 3), np.uint8)
+        self._direct: dict[int, np.ndarray] = {}  # pictures no larger than REDUCED: area-averaged as they are
         self._n = 0
 
     def add(self, pixels: np.ndarray) -> None:
-        small_of_pixels(pixels, self._small[self._n], self._mid)
+        if min(pixels.shape[:2]) > REDUCED:
+            cv2.resize(pixels, (REDUCED, REDUCED), dst=self._mid[self._n], interpolation=cv2.INTER_LINEAR)
+        else:
+            self._direct[self._n] = small(pixels)
         self._n += 1
+
+    def smalls(self) -> np.ndarray:
+        """(N, 32, 32, 3) uint8: the 32x32 summary picture of every picture added, in order."""
+        n = self._n
+        if not n:
+            return np.zeros((0, 32, 32, 3), np.uint8)
+        tall = self._mid[:n].reshape(n * REDUCED, REDUCED, 3)
+        out = cv2.resize(tall, (32, n * 32), interpolation=cv2.INTER_AREA).reshape(n, 32, 32, 3)
+        for i, direct in self._direct.items():
+            out[i] = direct
+        return out
 
     def done(self) -> list[tuple[int, bytes]]:
         """(phash, thumbnail bytes) of every picture added, in order."""
         if not self._n:
             return []
-        hashes, thumbs = summaries(self._small[:self._n])
+        hashes, thumbs = summaries(self.smalls())
         return list(zip(hashes.tolist(), (t.tobytes() for t in thumbs)))
 
 
