@@ -319,6 +319,23 @@ def test_the_builder_summary_agrees_with_doctors():
     assert np.abs(a - b).mean(axis=1).max() <= neargroups.THUMB_MARGIN
 
 
+def test_the_builder_batch_is_the_per_picture_reduction():
+    """The area step that runs once per chunk, on the pictures stacked into one tall array, gives
+    each picture exactly what its own bilinear-then-area reduction gives (2x2 blocks never cross
+    two pictures), pictures no larger than the bilinear step's side included."""
+    from datakit import neardup
+    from datakit.builder import neargroups
+
+    rng = np.random.default_rng(5)
+    pictures = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for side in (200, 64, 200, 31, 333, 65)]
+    batch = neargroups.Summaries(len(pictures))
+    for p in pictures:
+        batch.add(p)
+    for got, p in zip(batch.smalls(), pictures):
+        mid = cv2.resize(p, (64, 64), interpolation=cv2.INTER_LINEAR) if min(p.shape[:2]) > neargroups.REDUCED else p
+        assert np.array_equal(got, neardup.small(mid))
+
+
 def test_near_duplicates_drop_keeps_one_picture_per_group(near_src, tmp_path):
     from datakit.datasets import utk
 
