@@ -85,6 +85,9 @@ def tf_message(exc) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Before numpy loads: datakit's matrix products are tiny, and an idle OpenBLAS helper thread
+    # busy-waits after start-up on a core the build's worker processes need (CPU, not wall, time)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):

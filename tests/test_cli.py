@@ -66,3 +66,21 @@ def test_errors_are_one_line_and_exit_non_zero(utk_src, tmp_path, capsys):
 def test_console_script_is_installed():
     proc = subprocess.run([sys.executable, "-m", "datakit_cli.main", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("datakit ")
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("3", "3")])
+def test_openblas_single_threaded_before_numpy_loads(preset, expected):
+    """An idle OpenBLAS helper thread busy-waits on a core the build's workers need: the CLI asks
+    for one thread before numpy loads (too late once it has), and leaves a user's own setting."""
+    import os
+
+    code = ("import sys, os, datakit_cli.main as m\n"
+            "assert 'numpy' not in sys.modules, 'numpy loaded before main()'\n"
+            "try:\n    m.main(['build-utk', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(os.environ['OPENBLAS_NUM_THREADS'])")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == expected
