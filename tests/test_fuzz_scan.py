@@ -168,7 +168,9 @@ def test_class_folders_account_for_every_entry(tree):
 
 @FUZZ
 @given(_TREE, st.lists(st.tuples(st.integers(0, 20), st.sampled_from(["x", "y"])), max_size=10),
-       st.lists(st.text(st.characters(blacklist_characters="\\"), max_size=8), max_size=3))
+       # rows naming files that are not there; a lone surrogate (category Cs) has no UTF-8 form to write
+       st.lists(st.text(st.characters(blacklist_characters="\\", blacklist_categories=("Cs",)), max_size=8),
+                max_size=3))
 def test_a_csv_source_accounts_for_every_entry(tree, picks, extra):
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "src")
